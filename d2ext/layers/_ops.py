@@ -1,0 +1,83 @@
+"""Loading of the compiled extension ``d2ext._C`` and the choice between kernel and reference.
+
+Importing this module never raises: when ``d2ext._C`` is missing or has no kernel for a
+device, the public ops in :mod:`d2ext.layers` run their pure-torch references instead, and say
+so once in the log.
+"""
+
+import logging
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+try:
+    from d2ext import _C  # noqa: F401  (registers torch.ops.d2ext.*)
+
+    C_IMPORT_ERROR: Exception | None = None
+except ImportError as e:  # not built, or built against another torch
+    _C = None
+    C_IMPORT_ERROR = e
+
+OP_NAMES = ("box_jitter", "assign_fpn_levels_threshold", "assign_fpn_levels_log")
+_warned: set[tuple[str, str]] = set()
+
+
+def has_kernel(op_name: str, device_type: str) -> bool:
+    """Whether ``d2ext._C`` registered a kernel of ``d2ext::op_name`` for ``device_type``."""
+    if _C is None:
+        return False
+    return torch._C._dispatch_has_kernel_for_dispatch_key(f"d2ext::{op_name}", device_type.upper())
+
+
+def use_compiled(op_name: str, tensor: torch.Tensor) -> bool:
+    """True when the compiled kernel of ``op_name`` can run on ``tensor``'s device.
+
+    Otherwise logs, once per op and device, why the pure-torch reference runs instead.
+    """
+    device_type = tensor.device.type
+    if has_kernel(op_name, device_type):
+        return True
+    if (op_name, device_type) not in _warned:
+        _warned.add((op_name, device_type))
+        why = f"d2ext._C failed to import ({C_IMPORT_ERROR})" if _C is None else "no such kernel"
+        logger.warning(
+            "d2ext::%s has no compiled %s kernel (%s); using the pure-torch reference.",
+            op_name,
+            device_type,
+            why,
+        )
+    return False
+
+
+def check(cond: bool, msg: str) -> None:
+    """Raises the error a compiled kernel's ``TORCH_CHECK`` raises, so both paths agree."""
+    if not cond:
+        raise RuntimeError(msg)
+
+
+def check_boxes(op: str, boxes: torch.Tensor) -> None:
+    check(
+        boxes.dim() == 2 and boxes.shape[1] == 4,
+        f"{op}: boxes must have shape [N, 4] (XYXY), got {list(boxes.shape)}",
+    )
+    check(
+        boxes.dtype in (torch.float32, torch.float64),
+        f"{op}: boxes must be float32 or float64, got {boxes.dtype}",
+    )
+    check(bool(torch.isfinite(boxes).all()), f"{op}: boxes contain NaN or Inf")
+
+
+if _C is not None:
+    # Shape-only implementations for FakeTensor / torch.compile / opcheck.
+    @torch.library.register_fake("d2ext::box_jitter")
+    def _box_jitter_fake(boxes, rand, prob, ratio):
+        return torch.empty_like(boxes)
+
+    @torch.library.register_fake("d2ext::assign_fpn_levels_threshold")
+    def _threshold_fake(boxes, thresholds, inclusive, clamp_top):
+        return boxes.new_empty((boxes.shape[0],), dtype=torch.int64)
+
+    @torch.library.register_fake("d2ext::assign_fpn_levels_log")
+    def _log_fake(boxes, min_level, max_level, canonical_box_size, canonical_level):
+        return boxes.new_empty((boxes.shape[0],), dtype=torch.int64)

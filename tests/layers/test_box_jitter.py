@@ -1,0 +1,121 @@
+import pytest
+import torch
+from d2ext.layers import box_jitter, box_jitter_reference, clip_boxes_to_view
+from d2ext.layers._ops import has_kernel
+
+from .boxes import awkward_boxes
+
+SIZES = [0, 1, 1025, 10**6]
+DTYPES = [torch.float32, torch.float64]
+requires_C = pytest.mark.skipif(not has_kernel("box_jitter", "CPU"), reason="d2ext._C not built")
+
+
+def _rand(n, dtype, device, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 5, generator=g, dtype=dtype).to(device)
+
+
+@requires_C
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kernel_matches_reference_exactly(n, dtype, device):
+    boxes = awkward_boxes(n, dtype).to(device)
+    rand = _rand(n, dtype, device)
+    out = torch.ops.d2ext.box_jitter(boxes, rand, 0.5, 0.1)
+    ref = box_jitter_reference(boxes.cpu(), rand.cpu(), 0.5, 0.1)
+    assert out.dtype == dtype and out.shape == (n, 4)
+    torch.testing.assert_close(out.cpu(), ref, rtol=0, atol=0)
+
+
+def test_reference_is_soco_formula_on_a_worked_example():
+    # Box (10, 20, 29, 59): inclusive w = 20, h = 40.
+    boxes = torch.tensor([[10.0, 20.0, 29.0, 59.0], [10.0, 20.0, 29.0, 59.0]], dtype=torch.float64)
+    # u = 0.1 * (2 * rand - 1): rand 1 -> +0.1, 0 -> -0.1, 0.75 -> +0.05, 0.5 -> 0.
+    rand = torch.tensor([[0.2, 1.0, 0.0, 0.75, 0.5], [0.7, 1.0, 0.0, 0.75, 0.5]], dtype=torch.float64)
+    out = box_jitter(boxes, 0.5, 0.1, rand=rand)
+    # x1' = 10 + 0.1 * 20 = 12; y1' = 20 - 0.1 * 40 = 16; w' = 20 * 1.05 = 21; h' = 40.
+    torch.testing.assert_close(out[0], torch.tensor([12.0, 16.0, 32.0, 55.0], dtype=torch.float64))
+    torch.testing.assert_close(out[1], boxes[1])  # rand[0] = 0.7 >= p: untouched
+    torch.testing.assert_close(box_jitter_reference(boxes, rand), out, rtol=0, atol=0)
+
+
+def test_statistics_follow_prob_and_ratio():
+    boxes = torch.tensor([[100.0, 100.0, 199.0, 299.0]]).repeat(20000, 1)
+    g = torch.Generator().manual_seed(0)
+    out = box_jitter(boxes, prob=0.3, ratio=0.2, generator=g)
+    moved = (out != boxes).any(dim=1)
+    assert abs(moved.float().mean().item() - 0.3) < 0.02
+    dx = (out[moved, 0] - 100.0) / 100.0  # u0 ~ U(-0.2, 0.2)
+    assert dx.min() >= -0.2 - 1e-6 and dx.max() <= 0.2 + 1e-6
+    assert abs(dx.std().item() - 0.4 / 12**0.5) < 0.01
+
+
+def test_no_clip_and_tiny_boxes_can_invert():
+    # A 1-px box (w = 1) with w' = 0.9 gives x2' = x1' - 0.1: the jitter does not clip.
+    boxes = torch.tensor([[5.0, 5.0, 5.0, 5.0], [-50.0, -50.0, 10.0, 10.0]])
+    rand = torch.tensor([[0.0, 0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0, 1.0]])
+    out = box_jitter(boxes, rand=rand)
+    assert out[0, 2] < out[0, 0] and out[0, 3] < out[0, 1]
+    assert out[1, 0] < -50
+
+
+def test_generator_is_reproducible():
+    boxes = awkward_boxes(100)
+    a = box_jitter(boxes, generator=torch.Generator().manual_seed(3))
+    b = box_jitter(boxes, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+@requires_C
+@pytest.mark.parametrize("fn", ["kernel", "reference"])
+def test_bad_input_raises(fn):
+    call = (
+        (lambda b, r: torch.ops.d2ext.box_jitter(b, r, 0.5, 0.1))
+        if fn == "kernel"
+        else (lambda b, r: box_jitter_reference(b, r, 0.5, 0.1))
+    )
+    b, r = awkward_boxes(4), torch.rand(4, 5)
+    with pytest.raises(RuntimeError, match="shape"):
+        call(b[:, :3], r)
+    with pytest.raises(RuntimeError, match="shape"):
+        call(b, r[:3])
+    with pytest.raises(RuntimeError, match="float32 or float64"):
+        call(b.long(), r)
+    with pytest.raises(RuntimeError, match="dtype"):
+        call(b, r.double())
+    nan = b.clone()
+    nan[2, 1] = float("nan")
+    with pytest.raises(RuntimeError, match="NaN"):
+        call(nan, r)
+    with pytest.raises(RuntimeError, match=r"\[0, 1\]"):
+        call(b, r * 3)
+    if fn == "kernel":
+        with pytest.raises(RuntimeError, match="ratio"):
+            box_jitter(b, ratio=1.5)
+        if torch.cuda.is_available():
+            with pytest.raises(RuntimeError, match="different devices"):
+                call(b, r.cuda())
+    else:
+        with pytest.raises(RuntimeError, match="different devices"):
+            call(b, r.to("meta"))
+
+
+@requires_C
+def test_opcheck():
+    boxes, rand = awkward_boxes(33), torch.rand(33, 5)
+    torch.library.opcheck(torch.ops.d2ext.box_jitter.default, (boxes, rand, 0.5, 0.1))
+    torch.library.opcheck(torch.ops.d2ext.box_jitter.default, (boxes[:0], rand[:0], 0.5, 0.1))
+
+
+def test_clip_to_view_drops_empty_and_falls_back():
+    boxes = torch.tensor(
+        [[-10.0, -10.0, 50.0, 50.0], [90.0, 10.0, 200.0, 20.0], [5.0, 5.0, 4.9, 6.0], [200.0, 0, 300, 5]]
+    )
+    clipped, keep = clip_boxes_to_view(boxes, height=64, width=100)
+    assert keep.tolist() == [0, 1]  # inverted box 2 and outside box 3 dropped
+    torch.testing.assert_close(clipped, torch.tensor([[0.0, 0.0, 50.0, 50.0], [90.0, 10.0, 99.0, 20.0]]))
+    clipped, keep = clip_boxes_to_view(boxes[2:], height=64, width=100)
+    assert keep.tolist() == [-1]
+    torch.testing.assert_close(clipped, torch.tensor([[0.0, 0.0, 99.0, 63.0]]))
+    clipped, keep = clip_boxes_to_view(boxes[2:], 64, 100, fallback_to_view=False)
+    assert clipped.shape == (0, 4) and keep.numel() == 0
