@@ -24,13 +24,23 @@ def get_extensions():
     sources = sorted(glob.glob(os.path.join(CSRC, "**", "*.cpp"), recursive=True))
     # -ffp-contract=off / --fmad=false: no fused multiply-add, so every kernel rounds each
     # operation exactly as the pure-torch references do and the results agree bit for bit.
-    extra = {"cxx": ["-O3", "-ffp-contract=off"]}
+    # -fopenmp: at::parallel_for is header code that only runs in parallel when the extension
+    # itself is compiled with OpenMP (torch's own CPU build uses it).
+    extra = {"cxx": ["-O3", "-ffp-contract=off", "-fopenmp"]}
     ext_cls = CppExtension
     if _want_cuda():
         ext_cls = CUDAExtension
         sources += sorted(glob.glob(os.path.join(CSRC, "**", "*.cu"), recursive=True))
         extra["nvcc"] = ["-O3", "--fmad=false", "--expt-relaxed-constexpr"]
-    return [ext_cls("d2ext._C", sources, include_dirs=[os.path.abspath(CSRC)], extra_compile_args=extra)]
+    return [
+        ext_cls(
+            "d2ext._C",
+            sources,
+            include_dirs=[os.path.abspath(CSRC)],
+            extra_compile_args=extra,
+            extra_link_args=["-fopenmp"],
+        )
+    ]
 
 
 setup(

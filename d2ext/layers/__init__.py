@@ -10,4 +10,14 @@ from .assign_fpn_levels import (
 )
 from .box_jitter import box_jitter, box_jitter_reference, clip_boxes_to_view
 
-__all__ = [k for k in globals() if not k.startswith("_")]
+__all__ = [
+    "SOCO_THRESHOLDS",
+    "assign_fpn_levels",
+    "assign_levels_detectron2",
+    "assign_levels_detectron2_reference",
+    "assign_levels_soco",
+    "assign_levels_soco_reference",
+    "box_jitter",
+    "box_jitter_reference",
+    "clip_boxes_to_view",
+]

@@ -45,7 +45,9 @@ class ScaleAwareROIPooler(ROIPooler):
         """
         super().__init__(**kwargs)
         if isinstance(level_rule, str) and level_rule not in ("detectron2", "soco"):
-            raise ValueError(f"level_rule must be 'detectron2', 'soco' or a callable: {level_rule!r}")
+            raise ValueError(
+                f"level_rule must be 'detectron2', 'soco' or a callable: {level_rule!r}"
+            )
         if level_rule == "soco" and len(soco_thresholds) != len(self.level_poolers):
             raise ValueError(
                 f"{len(soco_thresholds)} soco_thresholds for {len(self.level_poolers)} levels"

@@ -27,13 +27,20 @@ def collect_env_info() -> list[tuple[str, str]]:
     try:
         import detectron2
 
-        rows.append(("detectron2", f"{detectron2.__version__} @ {os.path.dirname(detectron2.__file__)}"))
+        rows.append(
+            ("detectron2", f"{detectron2.__version__} @ {os.path.dirname(detectron2.__file__)}")
+        )
         try:
             importlib.import_module("detectron2._C")
             rows.append(("detectron2._C", "present"))
         except ImportError as e:
-            rows.append(("detectron2._C", f"missing ({e}); rotated boxes and deformable conv "
-                         "unavailable, everything d2ext uses works"))
+            rows.append(
+                (
+                    "detectron2._C",
+                    f"missing ({e}); rotated boxes and deformable conv "
+                    "unavailable, everything d2ext uses works",
+                )
+            )
     except ImportError as e:
         rows.append(("detectron2", f"not importable: {e}"))
 

@@ -2,6 +2,9 @@ import sys
 
 import pytest
 import torch
+from detectron2.modeling.poolers import assign_boxes_to_levels
+from detectron2.structures import Boxes
+
 from d2ext.layers import (
     SOCO_THRESHOLDS,
     assign_fpn_levels,
@@ -11,8 +14,6 @@ from d2ext.layers import (
     assign_levels_soco_reference,
 )
 from d2ext.layers._ops import has_kernel
-from detectron2.modeling.poolers import assign_boxes_to_levels
-from detectron2.structures import Boxes
 
 from .boxes import awkward_boxes
 
@@ -153,9 +154,12 @@ def test_opcheck():
     boxes = awkward_boxes(65)
     torch.library.opcheck(torch.ops.d2ext.assign_fpn_levels_log.default, (boxes, 2, 5, 224.0, 4))
     torch.library.opcheck(
-        torch.ops.d2ext.assign_fpn_levels_threshold.default, (boxes, [48.0, 96.0, 192.0, 224.0], True, False)
+        torch.ops.d2ext.assign_fpn_levels_threshold.default,
+        (boxes, [48.0, 96.0, 192.0, 224.0], True, False),
     )
-    torch.library.opcheck(torch.ops.d2ext.assign_fpn_levels_log.default, (boxes[:0], 2, 5, 224.0, 4))
+    torch.library.opcheck(
+        torch.ops.d2ext.assign_fpn_levels_log.default, (boxes[:0], 2, 5, 224.0, 4)
+    )
 
 
 def test_eps_is_detectrons():

@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from d2ext.layers import box_jitter, box_jitter_reference, clip_boxes_to_view
 from d2ext.layers._ops import has_kernel
 
@@ -31,7 +32,9 @@ def test_reference_is_soco_formula_on_a_worked_example():
     # Box (10, 20, 29, 59): inclusive w = 20, h = 40.
     boxes = torch.tensor([[10.0, 20.0, 29.0, 59.0], [10.0, 20.0, 29.0, 59.0]], dtype=torch.float64)
     # u = 0.1 * (2 * rand - 1): rand 1 -> +0.1, 0 -> -0.1, 0.75 -> +0.05, 0.5 -> 0.
-    rand = torch.tensor([[0.2, 1.0, 0.0, 0.75, 0.5], [0.7, 1.0, 0.0, 0.75, 0.5]], dtype=torch.float64)
+    rand = torch.tensor(
+        [[0.2, 1.0, 0.0, 0.75, 0.5], [0.7, 1.0, 0.0, 0.75, 0.5]], dtype=torch.float64
+    )
     out = box_jitter(boxes, 0.5, 0.1, rand=rand)
     # x1' = 10 + 0.1 * 20 = 12; y1' = 20 - 0.1 * 40 = 16; w' = 20 * 1.05 = 21; h' = 40.
     torch.testing.assert_close(out[0], torch.tensor([12.0, 16.0, 32.0, 55.0], dtype=torch.float64))
@@ -109,11 +112,18 @@ def test_opcheck():
 
 def test_clip_to_view_drops_empty_and_falls_back():
     boxes = torch.tensor(
-        [[-10.0, -10.0, 50.0, 50.0], [90.0, 10.0, 200.0, 20.0], [5.0, 5.0, 4.9, 6.0], [200.0, 0, 300, 5]]
+        [
+            [-10.0, -10.0, 50.0, 50.0],
+            [90.0, 10.0, 200.0, 20.0],
+            [5.0, 5.0, 4.9, 6.0],
+            [200.0, 0, 300, 5],
+        ]
     )
     clipped, keep = clip_boxes_to_view(boxes, height=64, width=100)
     assert keep.tolist() == [0, 1]  # inverted box 2 and outside box 3 dropped
-    torch.testing.assert_close(clipped, torch.tensor([[0.0, 0.0, 50.0, 50.0], [90.0, 10.0, 99.0, 20.0]]))
+    torch.testing.assert_close(
+        clipped, torch.tensor([[0.0, 0.0, 50.0, 50.0], [90.0, 10.0, 99.0, 20.0]])
+    )
     clipped, keep = clip_boxes_to_view(boxes[2:], height=64, width=100)
     assert keep.tolist() == [-1]
     torch.testing.assert_close(clipped, torch.tensor([[0.0, 0.0, 99.0, 63.0]]))

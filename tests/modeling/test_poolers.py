@@ -1,15 +1,19 @@
 import pytest
 import torch
-from d2ext.modeling import ScaleAwareROIPooler
 from detectron2.modeling.poolers import ROIPooler
 from detectron2.structures import Boxes
+
+from d2ext.modeling import ScaleAwareROIPooler
 
 SCALES = (1 / 4, 1 / 8, 1 / 16, 1 / 32)
 
 
 def _inputs(seed=0, n_images=2, size=320):
     g = torch.Generator().manual_seed(seed)
-    feats = [torch.randn(n_images, 8, size // int(1 / s), size // int(1 / s), generator=g) for s in SCALES]
+    feats = [
+        torch.randn(n_images, 8, size // int(1 / s), size // int(1 / s), generator=g)
+        for s in SCALES
+    ]
     boxes = []
     for _ in range(n_images):
         xy = torch.rand(40, 2, generator=g) * size * 0.7
@@ -42,7 +46,8 @@ def test_soco_rule_pools_each_box_from_its_threshold_level():
     assert len(set(expected_level.tolist())) >= 3
     # Pool every box from every level with a single-level ROIPooler and pick per box.
     per_level = [
-        ROIPooler(7, (sc,), 0, "ROIAlignV2")([f], boxes) for f, sc in zip(feats, SCALES, strict=True)
+        ROIPooler(7, (sc,), 0, "ROIAlignV2")([f], boxes)
+        for f, sc in zip(feats, SCALES, strict=True)
     ]
     for i, lvl in enumerate(expected_level.tolist()):
         if lvl == -1:

@@ -50,7 +50,10 @@ NUMPY2_FIXES = {
         ("np.array(mask, copy=False)", "np.asarray(mask)"),
     ],
     "detectron2/evaluation/sem_seg_evaluation.py": [
-        ("np.array(Image.open(f), copy=copy, dtype=dtype)", "np.asarray(Image.open(f), dtype=dtype)"),
+        (
+            "np.array(Image.open(f), copy=copy, dtype=dtype)",
+            "np.asarray(Image.open(f), dtype=dtype)",
+        ),
     ],
 }
 
@@ -102,8 +105,8 @@ def repack(src: str, out_dir: str) -> str:
     ] + [f"Requires-Dist: {r}" for r in REQUIRES]
     files[f"{DIST_INFO}/METADATA"] = ("\n".join(metadata) + "\n").encode()
     files[f"{DIST_INFO}/WHEEL"] = (
-        "Wheel-Version: 1.0\nGenerator: d2ext-repack\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-    ).encode()
+        b"Wheel-Version: 1.0\nGenerator: d2ext-repack\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
     files[f"{DIST_INFO}/top_level.txt"] = b"detectron2\n"
 
     record = io.StringIO()

@@ -2,6 +2,10 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
 #ifdef __CUDACC__
 #define D2EXT_HOST_DEVICE __host__ __device__
 #else
@@ -10,10 +14,30 @@
 
 namespace d2ext {
 
-// True for every value but NaN and +-Inf (written so fast-math flags cannot drop it).
+// True for every value but NaN and +-Inf. Branch-free (`&`, not `&&`) so per-box loops over
+// random data do not pay for mispredicted branches and can be vectorised.
 template <typename T>
 D2EXT_HOST_DEVICE inline bool is_finite(T v) {
-  return v == v && v - v == T(0);
+  return (v == v) & (v - v == T(0));
+}
+
+// c ? a : b without a branch on the host (a coin flip per box defeats branch prediction);
+// bit-exact, as it moves bits rather than computing with them.
+template <typename T>
+D2EXT_HOST_DEVICE inline T select(bool c, T a, T b) {
+#ifdef __CUDA_ARCH__
+  return c ? a : b;
+#else
+  using U = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  U ua, ub;
+  std::memcpy(&ua, &a, sizeof(T));
+  std::memcpy(&ub, &b, sizeof(T));
+  const U mask = U(0) - static_cast<U>(c);
+  const U r = (ua & mask) | (ub & ~mask);
+  T out;
+  std::memcpy(&out, &r, sizeof(T));
+  return out;
+#endif
 }
 
 // Bits a kernel raises while it reads its inputs; decoded by check_flags().
@@ -31,7 +55,8 @@ inline void check_boxes(const char* op, const at::Tensor& boxes) {
 }
 
 inline void check_flags(const char* op, int flags) {
-  TORCH_CHECK(!(flags & kNonFinite), op, ": boxes contain NaN or Inf");
+  TORCH_CHECK(!(flags & kNonFinite), op,
+              ": boxes contain NaN or Inf (or a box so large that its area overflows)");
   TORCH_CHECK(!(flags & kNegativeArea), op,
               ": a box has negative area (exactly one of its sides is negative), so it has no "
               "scale; filter or fix such boxes first");

@@ -26,15 +26,16 @@ at::Tensor map_boxes_cpu(const char* op, const at::Tensor& boxes, Fn fn) {
   return out;
 }
 
-at::Tensor assign_fpn_levels_threshold_cpu(const at::Tensor& boxes, c10::ArrayRef<double> thresholds,
-                                           bool inclusive, bool clamp_top) {
+at::Tensor assign_fpn_levels_threshold_cpu(const at::Tensor& boxes,
+                                           c10::ArrayRef<double> thresholds, bool inclusive,
+                                           bool clamp_top) {
   constexpr const char* op = "d2ext::assign_fpn_levels_threshold";
   check_boxes(op, boxes);
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "assign_fpn_levels_threshold_cpu", [&] {
-    const auto thr = make_thresholds<scalar_t>(op, thresholds);
+    const auto areas = soco_area_thresholds(make_thresholds<scalar_t>(op, thresholds));
     out = map_boxes_cpu<scalar_t>(op, boxes, [&](const scalar_t* box, int* flags) {
-      return level_threshold_one(box, thr, inclusive, clamp_top, flags);
+      return level_soco_one(box, areas, inclusive, clamp_top, flags);
     });
   });
   return out;
@@ -47,10 +48,10 @@ at::Tensor assign_fpn_levels_log_cpu(const at::Tensor& boxes, int64_t min_level,
   check_log_rule_args(op, min_level, max_level, canonical_box_size);
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "assign_fpn_levels_log_cpu", [&] {
-    const auto size = static_cast<scalar_t>(canonical_box_size);
-    const auto level = static_cast<scalar_t>(canonical_level);
+    const auto thr = log_rule_area_thresholds<scalar_t>(min_level, max_level, canonical_box_size,
+                                                        canonical_level);
     out = map_boxes_cpu<scalar_t>(op, boxes, [&](const scalar_t* box, int* flags) {
-      return level_log_one(box, min_level, max_level, size, level, flags);
+      return level_of_box(box, scalar_t(0), thr, flags);
     });
   });
   return out;

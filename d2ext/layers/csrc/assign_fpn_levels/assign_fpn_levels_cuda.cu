@@ -1,7 +1,7 @@
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "assign_fpn_levels.h"
@@ -38,21 +38,21 @@ at::Tensor map_boxes_cuda(const char* op, const at::Tensor& boxes, Fn fn) {
   return out;
 }
 
+// Area thresholds are computed on the host, so CPU and CUDA agree exactly.
 template <typename T>
-struct ThresholdRule {
-  Thresholds<T> thr;
+struct SocoRule {
+  Thresholds<T> areas;
   bool inclusive, clamp_top;
   __device__ int64_t operator()(const T* box, int* flags) const {
-    return level_threshold_one(box, thr, inclusive, clamp_top, flags);
+    return level_soco_one(box, areas, inclusive, clamp_top, flags);
   }
 };
 
 template <typename T>
 struct LogRule {
-  int64_t min_level, max_level;
-  T canonical_box_size, canonical_level;
+  Thresholds<T> areas;
   __device__ int64_t operator()(const T* box, int* flags) const {
-    return level_log_one(box, min_level, max_level, canonical_box_size, canonical_level, flags);
+    return level_of_box(box, T(0), areas, flags);
   }
 };
 
@@ -63,22 +63,22 @@ at::Tensor assign_fpn_levels_threshold_cuda(const at::Tensor& boxes,
   check_boxes(op, boxes);
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "assign_fpn_levels_threshold_cuda", [&] {
-    ThresholdRule<scalar_t> rule{make_thresholds<scalar_t>(op, thresholds), inclusive, clamp_top};
+    SocoRule<scalar_t> rule{soco_area_thresholds(make_thresholds<scalar_t>(op, thresholds)),
+                            inclusive, clamp_top};
     out = map_boxes_cuda<scalar_t>(op, boxes, rule);
   });
   return out;
 }
 
-at::Tensor assign_fpn_levels_log_cuda(const at::Tensor& boxes, int64_t min_level,
-                                      int64_t max_level, double canonical_box_size,
-                                      int64_t canonical_level) {
+at::Tensor assign_fpn_levels_log_cuda(const at::Tensor& boxes, int64_t min_level, int64_t max_level,
+                                      double canonical_box_size, int64_t canonical_level) {
   constexpr const char* op = "d2ext::assign_fpn_levels_log";
   check_boxes(op, boxes);
   check_log_rule_args(op, min_level, max_level, canonical_box_size);
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "assign_fpn_levels_log_cuda", [&] {
-    LogRule<scalar_t> rule{min_level, max_level, static_cast<scalar_t>(canonical_box_size),
-                           static_cast<scalar_t>(canonical_level)};
+    LogRule<scalar_t> rule{log_rule_area_thresholds<scalar_t>(min_level, max_level,
+                                                              canonical_box_size, canonical_level)};
     out = map_boxes_cuda<scalar_t>(op, boxes, rule);
   });
   return out;

@@ -6,33 +6,25 @@
 
 namespace d2ext {
 
-// Jitters one box; returns the InputFlag bits for bad input.
+// Jitters one box; returns the InputFlag bits for bad input. Branch-free: the jittered box is
+// always computed and selected per coordinate, since rand < prob is a coin flip per box.
 template <typename T>
 D2EXT_HOST_DEVICE inline int box_jitter_one(const T* box, const T* rnd, T prob, T ratio, T* out) {
-  int flags = 0;
-  for (int k = 0; k < 4; ++k) {
-    if (!is_finite(box[k])) flags |= kNonFinite;
-  }
-  for (int k = 0; k < 5; ++k) {
-    if (!(rnd[k] >= T(0) && rnd[k] <= T(1))) flags |= kBadRandom;
-  }
-  if (rnd[0] < prob) {
-    const T w = box[2] - box[0] + T(1);
-    const T h = box[3] - box[1] + T(1);
-    T u[4];
-    for (int k = 0; k < 4; ++k) u[k] = (rnd[k + 1] * T(2) - T(1)) * ratio;
-    const T x1 = box[0] + u[0] * w;
-    const T y1 = box[1] + u[1] * h;
-    const T nw = w * (u[2] + T(1));
-    const T nh = h * (u[3] + T(1));
-    out[0] = x1;
-    out[1] = y1;
-    out[2] = x1 + nw - T(1);
-    out[3] = y1 + nh - T(1);
-  } else {
-    for (int k = 0; k < 4; ++k) out[k] = box[k];
-  }
-  return flags;
+  bool finite = true, in_range = true;
+  for (int k = 0; k < 4; ++k) finite &= is_finite(box[k]);
+  for (int k = 0; k < 5; ++k) in_range &= (rnd[k] >= T(0)) & (rnd[k] <= T(1));
+  const T w = box[2] - box[0] + T(1);
+  const T h = box[3] - box[1] + T(1);
+  T u[4];
+  for (int k = 0; k < 4; ++k) u[k] = (rnd[k + 1] * T(2) - T(1)) * ratio;
+  const T x1 = box[0] + u[0] * w;
+  const T y1 = box[1] + u[1] * h;
+  const T nw = w * (u[2] + T(1));
+  const T nh = h * (u[3] + T(1));
+  const T jittered[4] = {x1, y1, x1 + nw - T(1), y1 + nh - T(1)};
+  const bool take = rnd[0] < prob;
+  for (int k = 0; k < 4; ++k) out[k] = select(take, jittered[k], box[k]);
+  return (finite ? 0 : kNonFinite) | (in_range ? 0 : kBadRandom);
 }
 
 inline void check_box_jitter_inputs(const at::Tensor& boxes, const at::Tensor& rand) {
@@ -40,8 +32,9 @@ inline void check_box_jitter_inputs(const at::Tensor& boxes, const at::Tensor& r
   check_boxes(op, boxes);
   TORCH_CHECK(rand.dim() == 2 && rand.size(0) == boxes.size(0) && rand.size(1) == 5, op,
               ": rand must have shape [N, 5] = [", boxes.size(0), ", 5], got ", rand.sizes());
-  TORCH_CHECK(rand.scalar_type() == boxes.scalar_type(), op, ": rand must have the dtype of boxes (",
-              boxes.scalar_type(), "), got ", rand.scalar_type());
+  TORCH_CHECK(rand.scalar_type() == boxes.scalar_type(), op,
+              ": rand must have the dtype of boxes (", boxes.scalar_type(), "), got ",
+              rand.scalar_type());
   TORCH_CHECK(boxes.device() == rand.device(), op, ": boxes and rand are on different devices (",
               boxes.device(), " and ", rand.device(), ")");
 }

@@ -1,7 +1,7 @@
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "box_jitter.h"
@@ -10,8 +10,8 @@ namespace d2ext {
 namespace {
 
 template <typename T>
-__global__ void box_jitter_kernel(int64_t n, const T* boxes, const T* rand, T prob, T ratio,
-                                  T* out, int* flags) {
+__global__ void box_jitter_kernel(int64_t n, const T* boxes, const T* rand, T prob, T ratio, T* out,
+                                  int* flags) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
     const int f = box_jitter_one(boxes + 4 * i, rand + 5 * i, prob, ratio, out + 4 * i);
@@ -34,9 +34,9 @@ at::Tensor box_jitter_cuda(const at::Tensor& boxes, const at::Tensor& rand, doub
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(b.scalar_type(), "box_jitter_cuda", [&] {
     box_jitter_kernel<scalar_t><<<blocks, threads, 0, stream>>>(
-        n, b.const_data_ptr<scalar_t>(), r.const_data_ptr<scalar_t>(),
-        static_cast<scalar_t>(prob), static_cast<scalar_t>(ratio),
-        out.mutable_data_ptr<scalar_t>(), flags.mutable_data_ptr<int>());
+        n, b.const_data_ptr<scalar_t>(), r.const_data_ptr<scalar_t>(), static_cast<scalar_t>(prob),
+        static_cast<scalar_t>(ratio), out.mutable_data_ptr<scalar_t>(),
+        flags.mutable_data_ptr<int>());
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   check_flags("d2ext::box_jitter", flags.item<int>());

@@ -1,0 +1,32 @@
+# d2ext: `make demo` runs the main job, `make test` the test suite. Both set up .venv first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export D2EXT_VENV := $(abspath $(VENV))
+export HF_HUB_OFFLINE := 1
+export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::FutureWarning
+
+.PHONY: setup demo test lint cuda-build-check bench data clean
+
+setup:
+	@bash tools/install/setup_env.sh
+
+data: setup
+	$(PY) datasets/prepare_demo.py
+
+demo: data
+	$(PY) tools/train_net.py --resume --config-file configs/baselines/faster_rcnn_R18_FPN_demo.py
+
+test: setup
+	$(PY) -m pytest -q tests
+
+lint: setup
+	VENV_BIN=$(VENV)/bin bash tools/lint.sh
+
+cuda-build-check: setup
+	PY=$(PY) bash tools/install/check_cuda_build.sh
+
+bench: setup
+	$(PY) benchmarks/ops.py
+
+clean:
+	rm -rf build output *.egg-info d2ext/_C*.so

@@ -1,0 +1,62 @@
+"""Dataset registration. Nothing registers on import: call :func:`register_all_datasets`
+(``tools/train_net.py`` does) or the per-dataset functions."""
+
+import json
+import os
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import load_coco_json
+
+from .demo import DEMO_SPLITS, Split, _json_path, demo_root, generate_demo_data, split_is_complete
+
+__all__ = ["generate_demo_data", "register_all_datasets", "register_demo_datasets"]
+
+
+def _missing(root: str, split: Split) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"dataset {split.name!r} is not at {root} (expected {_json_path(root, split)}). "
+        "Generate the demo data with `python datasets/prepare_demo.py` (or `make data`), or "
+        "point DETECTRON2_DATASETS at the folder that holds d2ext_demo/."
+    )
+
+
+def _load_split(root: str, split: Split) -> list[dict]:
+    if not split_is_complete(root, split):
+        raise _missing(root, split)
+    image_root = os.path.join(root, "images", split.dirname)
+    if split.labeled:
+        return load_coco_json(_json_path(root, split), image_root, split.name)
+    with open(_json_path(root, split)) as f:
+        images = json.load(f)["images"]
+    return [
+        {
+            "file_name": os.path.join(image_root, im["file_name"]),
+            "image_id": im["id"],
+            "height": im["height"],
+            "width": im["width"],
+        }
+        for im in images
+    ]
+
+
+def register_demo_datasets(root: str | None = None) -> None:
+    """Registers every demo split (see :mod:`d2ext.data.datasets.demo`) rooted at ``root``
+    (default ``$DETECTRON2_DATASETS/d2ext_demo``). Re-registering is a no-op."""
+    root = demo_root(root)
+    for split in DEMO_SPLITS:
+        if split.name in DatasetCatalog.list():
+            continue
+        DatasetCatalog.register(split.name, lambda r=root, s=split: _load_split(r, s))
+        meta = {
+            "thing_classes": list(split.classes),
+            "image_root": os.path.join(root, "images", split.dirname),
+        }
+        if split.labeled:
+            meta.update(json_file=_json_path(root, split), evaluator_type="coco")
+        MetadataCatalog.get(split.name).set(**meta)
+
+
+def register_all_datasets() -> None:
+    """Registers the datasets d2ext adds. detectron2's builtin datasets (COCO, LVIS, ...)
+    stay registered as detectron2 registers them, under ``$DETECTRON2_DATASETS``."""
+    register_demo_datasets()

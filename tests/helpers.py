@@ -1,0 +1,35 @@
+"""Shared helpers of the test suite: the demo data once per session, tiny config overrides."""
+
+import os
+
+from detectron2.config import LazyConfig
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def demo_data_root() -> str:
+    """Generates (once; later calls reuse it) the demo data under tests' own folder unless
+    DETECTRON2_DATASETS already holds it, and registers it."""
+    from d2ext.data.datasets import register_demo_datasets
+    from d2ext.data.datasets.demo import generate_demo_data
+
+    root = generate_demo_data()
+    register_demo_datasets(root)
+    return root
+
+
+def tiny_overrides(cfg, output_dir: str, max_iter: int = 1):
+    """CPU, a batch of 2 in the main process, no evaluation, short schedule."""
+    cfg.train.device = "cpu"
+    cfg.train.output_dir = output_dir
+    cfg.train.max_iter = max_iter
+    cfg.train.log_period = 1
+    cfg.dataloader.train.total_batch_size = 2
+    cfg.dataloader.train.num_workers = 0
+    if "evaluator" in cfg.dataloader:
+        del cfg.dataloader.evaluator
+    return cfg
+
+
+def load_config(rel_path: str):
+    return LazyConfig.load(os.path.join(REPO, rel_path))

@@ -1,0 +1,23 @@
+#!/usr/bin/env python
+"""The single train / evaluate entry point of d2ext.
+
+    python tools/train_net.py --config-file CONFIG.py [--resume] [--eval-only] \
+        [--num-gpus N] [--num-machines M --machine-rank R --dist-url URL] [key=value ...]
+
+Without a GPU, ``--num-gpus N`` starts N CPU processes that train together over gloo.
+"""
+
+from detectron2.engine import launch
+
+from d2ext.engine.train_loop import argument_parser, main
+
+if __name__ == "__main__":
+    args = argument_parser().parse_args()
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
