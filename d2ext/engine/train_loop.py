@@ -117,6 +117,8 @@ def main(args):
     cfg = setup_config(args.config_file, args.opts)
     default_setup(cfg, args)
     if args.eval_only:
+        if not cfg.train.init_checkpoint:
+            raise ValueError("--eval-only needs train.init_checkpoint=/path/to/model.pth")
         model = instantiate(cfg.model)
         model.to(cfg.train.device)
         model = wrap_ddp(model, cfg)

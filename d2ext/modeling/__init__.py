@@ -1,5 +1,12 @@
 """Model parts shared by two or more papers."""
 
+from .momentum import MomentumUpdateHook, cosine_momentum, make_target, momentum_update
 from .poolers import ScaleAwareROIPooler
 
-__all__ = ["ScaleAwareROIPooler"]
+__all__ = [
+    "MomentumUpdateHook",
+    "ScaleAwareROIPooler",
+    "cosine_momentum",
+    "make_target",
+    "momentum_update",
+]

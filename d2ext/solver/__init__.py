@@ -1,5 +1,6 @@
 """Optimizers and LR schedules usable by any config."""
 
-from .lr_schedules import warmup_cosine, warmup_multistep
+from .lars import LARS, lars_param_groups
+from .lr_schedules import StepDecayScheduler, warmup_cosine, warmup_multistep
 
-__all__ = ["warmup_cosine", "warmup_multistep"]
+__all__ = ["LARS", "StepDecayScheduler", "lars_param_groups", "warmup_cosine", "warmup_multistep"]
