@@ -1,6 +1,5 @@
 """Scale-aware FPN level assignment: SoCo's threshold rule and detectron2's log rule."""
 
-import sys
 from collections.abc import Sequence
 
 import torch
@@ -16,6 +15,9 @@ __all__ = [
     "assign_levels_soco_reference",
 ]
 
+# The eps detectron2 adds inside log2 in assign_boxes_to_levels (upstream commit a59f0563;
+# older releases used sys.float_info.epsilon, which moves boxes within a float of a boundary).
+DETECTRON2_EPS = 1e-8
 # Upper bounds (inclusive) of sqrt(w * h) for P2, P3, P4, P5 in SoCo's code.
 SOCO_THRESHOLDS = (48.0, 96.0, 192.0, 224.0)
 
@@ -89,6 +91,7 @@ def assign_levels_soco(
 
 def _check_log_args(op: str, min_level: int, max_level: int, canonical_box_size: float) -> None:
     check(min_level <= max_level, f"{op}: min_level ({min_level}) > max_level ({max_level})")
+    check(max_level - min_level < 8, f"{op}: at most 8 levels are supported")
     check(canonical_box_size > 0, f"{op}: canonical_box_size must be positive")
 
 
@@ -109,7 +112,7 @@ def assign_levels_detectron2_reference(
     box_sizes = torch.sqrt(area)
     # Eqn.(1) in FPN paper
     level = torch.floor(
-        canonical_level + torch.log2(box_sizes / canonical_box_size + sys.float_info.epsilon)
+        canonical_level + torch.log2(box_sizes / canonical_box_size + DETECTRON2_EPS)
     )
     level = torch.clamp(level, min=min_level, max=max_level)
     return level.to(torch.int64) - min_level

@@ -1,5 +1,3 @@
-import sys
-
 import pytest
 import torch
 from detectron2.modeling.poolers import assign_boxes_to_levels
@@ -64,7 +62,7 @@ def test_threshold_kernel_matches_reference(n, dtype, clamp_top, device):
 
 
 @pytest.mark.parametrize("boxes_fn", ["random", "boundary"])
-@pytest.mark.parametrize("levels", [(2, 5), (3, 7), (2, 2)])
+@pytest.mark.parametrize("levels", [(2, 5), (3, 7), (2, 2), (1, 8)])
 def test_log_rule_bit_identical_to_detectron2(boxes_fn, levels):
     # detectron2's Boxes are float32.
     if boxes_fn == "random":
@@ -147,6 +145,10 @@ def test_bad_input_raises(use_kernel):
         assign_levels_soco(good, [96.0, 48.0])
     with pytest.raises(RuntimeError, match="min_level"):
         assign_levels_detectron2(good, 5, 2)
+    with pytest.raises(RuntimeError, match="at most 8 levels"):
+        assign_levels_detectron2(good, 0, 8)
+    with pytest.raises(RuntimeError, match="at most 8 levels"):
+        assign_levels_detectron2_reference(good, 0, 8)
 
 
 @requires_C
@@ -162,5 +164,12 @@ def test_opcheck():
     )
 
 
-def test_eps_is_detectrons():
-    assert sys.float_info.epsilon == 2.220446049250313e-16
+def test_eps_is_the_installed_detectron2s():
+    import inspect
+
+    from detectron2.modeling import poolers
+
+    from d2ext.layers.assign_fpn_levels import DETECTRON2_EPS
+
+    src = inspect.getsource(poolers.assign_boxes_to_levels)
+    assert "+ 1e-8" in src and DETECTRON2_EPS == 1e-8

@@ -13,14 +13,29 @@
 
 namespace d2ext {
 
-constexpr int kMaxLevels = 16;
+constexpr int kMaxLevels = 8;
+
+// The eps detectron2 adds inside log2 (detectron2/modeling/poolers.py, upstream commit
+// a59f0563; older releases used sys.float_info.epsilon). Rounded to T before the addition,
+// as torch rounds a Python scalar to the tensor's dtype.
+constexpr double kDetectron2Eps = 1e-8;
 
 // Increasing bounds; a box's level is the number of bounds it exceeds (SoCo) or reaches (log).
+// Entries past `count` are +inf, so per-box loops run a fixed kMaxLevels times (unrolled and
+// vectorised across boxes by the compiler); an infinite area is rejected as bad input anyway.
 template <typename T>
 struct Thresholds {
   T value[kMaxLevels];
   int count;
 };
+
+template <typename T>
+inline Thresholds<T> empty_thresholds(int count) {
+  Thresholds<T> thr{};
+  thr.count = count;
+  for (int k = 0; k < kMaxLevels; ++k) thr.value[k] = std::numeric_limits<T>::infinity();
+  return thr;
+}
 
 // The area w * h a rule measures (inclusive widths x2 - x1 + 1 when extra = 1); raises flags
 // for NaN / Inf (a non-finite coordinate always makes the area NaN or Inf) and for negative
@@ -49,8 +64,7 @@ inline Thresholds<T> smallest_areas(int count, LevelFn level_of_area) {
     std::memcpy(&area, &bits, sizeof(T));
     return level_of_area(area);
   };
-  Thresholds<T> thr{};
-  thr.count = count;
+  Thresholds<T> thr = empty_thresholds<T>(count);
   for (int k = 1; k <= count; ++k) {
     Bits lo = 0, hi = top;  // smallest pattern in [0, +inf] with level >= k (+inf: never)
     while (lo < hi) {
@@ -84,7 +98,7 @@ template <typename T>
 inline int64_t level_log_scalar(T area, int64_t min_level, int64_t max_level, T canonical_box_size,
                                 T canonical_level) {
   const T size = static_cast<T>(std::sqrt(area));
-  const T ratio = size / canonical_box_size + static_cast<T>(DBL_EPSILON);
+  const T ratio = size / canonical_box_size + static_cast<T>(kDetectron2Eps);
   const T log_ratio = static_cast<T>(std::log2(ratio));
   const T sum = canonical_level + log_ratio;
   T level = static_cast<T>(std::floor(sum));
@@ -108,26 +122,32 @@ D2EXT_HOST_DEVICE inline int64_t level_of_box(const T* box, T extra, const Thres
                                               int* flags) {
   const T area = checked_area(box, extra, flags);
   int64_t level = 0;
-  for (int k = 0; k < areas.count; ++k) level += area >= areas.value[k];
+  for (int k = 0; k < kMaxLevels; ++k) level += area >= areas.value[k];
   return level;
 }
 
-// SoCo's rule for one box; boxes above every bound get -1, or the top level (clamp_top).
+// SoCo's rule for one box: `extra` is 1 for SoCo's inclusive widths ((x2 - x1) + 1, as the
+// reference computes it) and 0 otherwise; boxes above every bound get `top` (-1, or the top
+// level with clamp_top).
 template <typename T>
-D2EXT_HOST_DEVICE inline int64_t level_soco_one(const T* box, const Thresholds<T>& areas,
-                                                bool inclusive, bool clamp_top, int* flags) {
-  // (x2 - x1) + 1 as the reference computes it; + 0 leaves exclusive widths exact.
-  const int64_t level = level_of_box(box, inclusive ? T(1) : T(0), areas, flags);
-  const int64_t top = clamp_top ? areas.count - 1 : -1;
+D2EXT_HOST_DEVICE inline int64_t level_soco_one(const T* box, const Thresholds<T>& areas, T extra,
+                                                int64_t top, int* flags) {
+  const int64_t level = level_of_box(box, extra, areas, flags);
   return level + (level == areas.count) * (top - level);  // branch-free select
 }
+
+// The values level_soco_one takes for SoCo's options.
+template <typename T>
+inline T soco_extra(bool inclusive) {
+  return inclusive ? T(1) : T(0);
+}
+inline int64_t soco_top(int count, bool clamp_top) { return clamp_top ? count - 1 : -1; }
 
 template <typename T>
 inline Thresholds<T> make_thresholds(const char* op, c10::ArrayRef<double> values) {
   TORCH_CHECK(!values.empty() && values.size() <= kMaxLevels, op, ": between 1 and ", kMaxLevels,
               " thresholds are supported, got ", values.size());
-  Thresholds<T> thr{};
-  thr.count = static_cast<int>(values.size());
+  Thresholds<T> thr = empty_thresholds<T>(static_cast<int>(values.size()));
   for (size_t j = 0; j < values.size(); ++j) {
     TORCH_CHECK(std::isfinite(values[j]), op, ": thresholds must be finite");
     TORCH_CHECK(j == 0 || values[j] > values[j - 1], op,

@@ -34,8 +34,10 @@ at::Tensor assign_fpn_levels_threshold_cpu(const at::Tensor& boxes,
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "assign_fpn_levels_threshold_cpu", [&] {
     const auto areas = soco_area_thresholds(make_thresholds<scalar_t>(op, thresholds));
-    out = map_boxes_cpu<scalar_t>(op, boxes, [&](const scalar_t* box, int* flags) {
-      return level_soco_one(box, areas, inclusive, clamp_top, flags);
+    const scalar_t extra = soco_extra<scalar_t>(inclusive);
+    const int64_t top = soco_top(areas.count, clamp_top);
+    out = map_boxes_cpu<scalar_t>(op, boxes, [=](const scalar_t* box, int* flags) {
+      return level_soco_one(box, areas, extra, top, flags);
     });
   });
   return out;
@@ -50,7 +52,7 @@ at::Tensor assign_fpn_levels_log_cpu(const at::Tensor& boxes, int64_t min_level,
   AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "assign_fpn_levels_log_cpu", [&] {
     const auto thr = log_rule_area_thresholds<scalar_t>(min_level, max_level, canonical_box_size,
                                                         canonical_level);
-    out = map_boxes_cpu<scalar_t>(op, boxes, [&](const scalar_t* box, int* flags) {
+    out = map_boxes_cpu<scalar_t>(op, boxes, [=](const scalar_t* box, int* flags) {
       return level_of_box(box, scalar_t(0), thr, flags);
     });
   });

@@ -42,9 +42,10 @@ at::Tensor map_boxes_cuda(const char* op, const at::Tensor& boxes, Fn fn) {
 template <typename T>
 struct SocoRule {
   Thresholds<T> areas;
-  bool inclusive, clamp_top;
+  T extra;
+  int64_t top;
   __device__ int64_t operator()(const T* box, int* flags) const {
-    return level_soco_one(box, areas, inclusive, clamp_top, flags);
+    return level_soco_one(box, areas, extra, top, flags);
   }
 };
 
@@ -63,8 +64,9 @@ at::Tensor assign_fpn_levels_threshold_cuda(const at::Tensor& boxes,
   check_boxes(op, boxes);
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "assign_fpn_levels_threshold_cuda", [&] {
-    SocoRule<scalar_t> rule{soco_area_thresholds(make_thresholds<scalar_t>(op, thresholds)),
-                            inclusive, clamp_top};
+    const auto areas = soco_area_thresholds(make_thresholds<scalar_t>(op, thresholds));
+    SocoRule<scalar_t> rule{areas, soco_extra<scalar_t>(inclusive),
+                            soco_top(areas.count, clamp_top)};
     out = map_boxes_cuda<scalar_t>(op, boxes, rule);
   });
   return out;
