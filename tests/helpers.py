@@ -8,8 +8,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def demo_data_root() -> str:
-    """Generates (once; later calls reuse it) the demo data under tests' own folder unless
-    DETECTRON2_DATASETS already holds it, and registers it."""
+    """Generates the demo data under $DETECTRON2_DATASETS/d2ext_demo (default ./datasets) unless
+    it is already complete there, registers it, and returns its folder."""
     from d2ext.data.datasets import register_demo_datasets
     from d2ext.data.datasets.demo import generate_demo_data
 
