@@ -1,10 +1,19 @@
 """Selective-search proposals for the pretraining papers (SoCo, AlignDet)."""
 
+from .backends import BACKENDS, ProposalInputError, load_image_rgb, selective_search_reference
 from .cache import ProposalCache, ProposalWriter
 from .filters import ALIGNDET_FILTER, FILTERS, SOCO_FILTER, ProposalFilter, filter_from_name
+from .generate import GenerationSummary, generate_proposals, shard_items
 
 __all__ = [
     "ALIGNDET_FILTER",
+    "BACKENDS",
+    "GenerationSummary",
+    "ProposalInputError",
+    "generate_proposals",
+    "load_image_rgb",
+    "selective_search_reference",
+    "shard_items",
     "FILTERS",
     "SOCO_FILTER",
     "ProposalCache",

@@ -1,0 +1,88 @@
+#!/usr/bin/env python
+"""Selective-search proposals for a registered dataset or a folder of images.
+
+    python tools/generate_proposals.py --images DIR_OR_GLOB --out CACHE_DIR \
+        [--filter ratio3size0308 | ratio3size0008 | none] [--shard i/N] [--workers K]
+    python tools/generate_proposals.py --dataset d2ext_demo_unlabeled --out CACHE_DIR ...
+
+Keys: for --dataset, the dataset dicts' image_id (as a string); for --images, the path
+relative to the folder (or the file name, for a glob). Rerunning skips images already in the
+cache; shards of one job write separate folders of the same cache.
+"""
+
+import argparse
+import glob
+import os
+import sys
+
+from d2ext.proposals import BACKENDS, FILTERS, filter_from_name, generate_proposals
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def list_images(spec: str) -> list[tuple[str, str]]:
+    """(key, path) of every image in a folder (recursively) or matching a glob."""
+    if os.path.isdir(spec):
+        paths = [
+            os.path.join(d, f)
+            for d, _, files in os.walk(spec)
+            for f in files
+            if f.lower().endswith(IMAGE_EXTENSIONS)
+        ]
+        return sorted((os.path.relpath(p, spec), p) for p in paths)
+    paths = sorted(glob.glob(spec, recursive=True))
+    return [(os.path.basename(p), p) for p in paths]
+
+
+def dataset_images(name: str) -> list[tuple[str, str]]:
+    from detectron2.data import DatasetCatalog
+
+    from d2ext.data import register_all_datasets
+
+    register_all_datasets()
+    return [(str(d["image_id"]), d["file_name"]) for d in DatasetCatalog.get(name)]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", help="a dataset registered in detectron2's DatasetCatalog")
+    src.add_argument("--images", help="a folder (searched recursively) or a glob")
+    parser.add_argument("--out", required=True, help="cache folder")
+    parser.add_argument("--backend", default="selectivesearch", choices=sorted(BACKENDS))
+    parser.add_argument("--filter", default="ratio3size0308", help=f"{sorted(FILTERS)} or none")
+    parser.add_argument("--shard", default="0/1", help="i/N: this process's share of the work")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--chunk-size", type=int, default=64)
+    parser.add_argument("--no-progress", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        shard, num_shards = (int(x) for x in args.shard.split("/"))
+    except ValueError:
+        raise SystemExit(f"--shard takes i/N, got {args.shard!r}") from None
+    filt = None if args.filter == "none" else filter_from_name(args.filter)
+    items = dataset_images(args.dataset) if args.dataset else list_images(args.images)
+    if not items:
+        raise SystemExit(f"no images found in {args.dataset or args.images!r}")
+    summary = generate_proposals(
+        items,
+        args.out,
+        backend=args.backend,
+        filt=filt,
+        shard=shard,
+        num_shards=num_shards,
+        workers=args.workers,
+        chunk_size=args.chunk_size,
+        progress=not args.no_progress,
+    )
+    print(summary)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)
