@@ -2,12 +2,18 @@
 
 from .backends import BACKENDS, ProposalInputError, load_image_rgb, selective_search_reference
 from .cache import ProposalCache, ProposalWriter
+from .convert import DatasetProposals, cache_to_coco, cache_to_soco, coco_to_cache, soco_to_cache
 from .filters import ALIGNDET_FILTER, FILTERS, SOCO_FILTER, ProposalFilter, filter_from_name
 from .generate import GenerationSummary, generate_proposals, shard_items
 
 __all__ = [
     "ALIGNDET_FILTER",
     "BACKENDS",
+    "DatasetProposals",
+    "cache_to_coco",
+    "cache_to_soco",
+    "coco_to_cache",
+    "soco_to_cache",
     "GenerationSummary",
     "ProposalInputError",
     "generate_proposals",
