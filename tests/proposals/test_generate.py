@@ -107,3 +107,20 @@ def test_command_line_tool_with_shards(images, tmp_path, capsys):
     assert sorted(os.listdir(out)) == ["shard-00000-of-00002", "shard-00001-of-00002"]
     with pytest.raises(SystemExit, match="i/N"):
         tool.main(["--images", folder, "--out", out, "--shard", "x"])
+
+
+def test_visualize_tool_writes_side_by_side_png(images, tmp_path):
+    import importlib.util
+    import os
+
+    from ..helpers import REPO
+
+    spec = importlib.util.spec_from_file_location(
+        "visualize_proposals", os.path.join(REPO, "tools/visualize_proposals.py")
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    (out,) = tool.main([images["rgb.jpg"], "--out", str(tmp_path / "vis")])
+    png = np.asarray(Image.open(out))
+    assert png.shape[:2] == (128, 320)  # before | after, side by side
+    assert png[:, :160].std() > 0 and not np.array_equal(png[:, :160], png[:, 160:])

@@ -1,0 +1,86 @@
+"""Proposal backends on real offline photos at 500-px short side, in one run.
+
+    python benchmarks/proposals.py [--backends selectivesearch ...] [--short-side 500]
+
+Prints, per backend: seconds per image (one process), raw and SoCo-filtered boxes per image,
+and recall of the reference's filtered boxes (the fraction with a box of this backend,
+filtered the same way, at IoU >= 0.7); then the speed-up of ``generate_proposals`` from 1 to
+2 processes with the first backend.
+"""
+
+import argparse
+import os
+import tempfile
+import time
+
+import numpy as np
+from PIL import Image
+
+from d2ext.data.datasets.demo import _photos
+from d2ext.proposals import BACKENDS, SOCO_FILTER, generate_proposals, load_image_rgb
+
+
+def write_photos(folder: str, short_side: int) -> list[tuple[str, str]]:
+    items = []
+    for i, photo in enumerate(_photos()):
+        im = Image.fromarray(photo)
+        scale = short_side / min(im.size)
+        im = im.resize((round(im.width * scale), round(im.height * scale)), Image.BILINEAR)
+        path = os.path.join(folder, f"photo{i}.png")
+        im.save(path)
+        items.append((f"photo{i}", path))
+    return items
+
+
+def iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    ax2, ay2 = a[:, None, 0] + a[:, None, 2], a[:, None, 1] + a[:, None, 3]
+    bx2, by2 = b[None, :, 0] + b[None, :, 2], b[None, :, 1] + b[None, :, 3]
+    iw = np.clip(np.minimum(ax2, bx2) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(ay2, by2) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = iw * ih
+    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None, :] - inter
+    return inter / np.maximum(union, 1e-9)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backends", nargs="+", default=sorted(BACKENDS))
+    parser.add_argument("--short-side", type=int, default=500)
+    args = parser.parse_args()
+    reference = "selectivesearch"
+    with tempfile.TemporaryDirectory() as folder:
+        items = write_photos(folder, args.short_side)
+        images = [load_image_rgb(p) for _, p in items]
+        print(f"{len(images)} photos at {args.short_side}-px short side")
+        filtered = {}
+        for name in [reference] + [b for b in args.backends if b != reference]:
+            start = time.perf_counter()
+            raw = [BACKENDS[name](im) for im in images]
+            per_image = (time.perf_counter() - start) / len(images)
+            filtered[name] = [SOCO_FILTER(r, im.shape[:2])[0] for r, im in zip(raw, images)]
+            line = (
+                f"{name:<18} {per_image:6.2f} s/image  {np.mean([len(r) for r in raw]):7.1f} "
+                f"boxes  {np.mean([len(f) for f in filtered[name]]):6.1f} after ratio3size0308"
+            )
+            if name != reference:
+                hits = total = 0
+                for ref, ours in zip(filtered[reference], filtered[name]):
+                    total += len(ref)
+                    if len(ref) and len(ours):
+                        hits += int((iou_xywh(ref, ours).max(axis=1) >= 0.7).sum())
+                line += f"  recall@0.7 of the reference {hits / max(total, 1):.3f}"
+            print(line)
+        backend = args.backends[0]
+        times = {}
+        for workers in (1, 2):
+            out = tempfile.mkdtemp(dir=folder)
+            s = generate_proposals(items, out, backend=backend, workers=workers, progress=False)
+            times[workers] = s.seconds
+        print(
+            f"generate_proposals({backend}): 1 process {times[1]:.1f} s, 2 processes "
+            f"{times[2]:.1f} s, speed-up {times[1] / times[2]:.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()

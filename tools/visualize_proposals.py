@@ -1,0 +1,55 @@
+#!/usr/bin/env python
+"""Draws selective-search proposals over images, before and after filtering, as PNGs.
+
+    python tools/visualize_proposals.py IMAGE [IMAGE ...] --out DIR [--filter ratio3size0308]
+
+Each image gives DIR/<name>_proposals.png: the raw proposals (left) and the ones the filter
+keeps (right), drawn with detectron2's Visualizer.
+"""
+
+import argparse
+import os
+
+import numpy as np
+from detectron2.utils.visualizer import Visualizer
+
+from d2ext.proposals import BACKENDS, filter_from_name, load_image_rgb
+
+
+def draw(image: np.ndarray, boxes_xywh: np.ndarray, title: str) -> np.ndarray:
+    vis = Visualizer(image)
+    xyxy = np.concatenate([boxes_xywh[:, :2], boxes_xywh[:, :2] + boxes_xywh[:, 2:]], axis=1)
+    rng = np.random.default_rng(0)
+    for box in xyxy:
+        vis.draw_box(box, edge_color=tuple(rng.uniform(0.2, 1.0, 3)), line_style="-")
+    vis.draw_text(title, (6, 6), horizontal_alignment="left", font_size=12, color="w")
+    return vis.get_output().get_image()
+
+
+def main(argv=None) -> list[str]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    parser.add_argument("images", nargs="+")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--backend", default="selectivesearch", choices=sorted(BACKENDS))
+    parser.add_argument("--filter", default="ratio3size0308")
+    args = parser.parse_args(argv)
+    filt = filter_from_name(args.filter)
+    os.makedirs(args.out, exist_ok=True)
+    written = []
+    for path in args.images:
+        image = load_image_rgb(path)
+        raw = BACKENDS[args.backend](image)
+        kept, stage = filt(raw, image.shape[:2])
+        left = draw(image, raw, f"{args.backend}: {len(raw)} boxes")
+        right = draw(image, kept, f"{args.filter}: {len(kept)} kept ({stage})")
+        out = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0] + "_proposals.png")
+        from PIL import Image
+
+        Image.fromarray(np.concatenate([left, right], axis=1)).save(out)
+        written.append(out)
+        print(out)
+    return written
+
+
+if __name__ == "__main__":
+    main()
