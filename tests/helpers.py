@@ -33,3 +33,13 @@ def tiny_overrides(cfg, output_dir: str, max_iter: int = 1):
 
 def load_config(rel_path: str):
     return LazyConfig.load(os.path.join(REPO, rel_path))
+
+
+def load_tool(name: str):
+    """The module of ``tools/<name>.py`` (tools are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -74,17 +74,12 @@ def test_keep_predictors_and_errors():
 
 
 def test_command_line_tool(tmp_path, capsys):
-    import importlib.util
     import json
     import os
 
-    from ..helpers import REPO
+    from ..helpers import REPO, load_tool
 
-    spec = importlib.util.spec_from_file_location(
-        "convert_pretrain", os.path.join(REPO, "tools/convert_pretrain.py")
-    )
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("convert_pretrain")
     state, kept = _pretraining_state(_detector(0))
     torch.save({"model": state, "iteration": 10}, tmp_path / "pre.pth")
     out = tool.main(

@@ -84,16 +84,11 @@ def test_shards_partition_the_work():
 
 
 def test_command_line_tool_with_shards(images, tmp_path, capsys):
-    import importlib.util
     import os
 
-    from ..helpers import REPO
+    from ..helpers import load_tool
 
-    spec = importlib.util.spec_from_file_location(
-        "generate_proposals", os.path.join(REPO, "tools/generate_proposals.py")
-    )
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("generate_proposals")
     folder = os.path.dirname(images["rgb.jpg"])
     out = str(tmp_path / "cli")
     for shard in ("0/2", "1/2"):
@@ -110,16 +105,9 @@ def test_command_line_tool_with_shards(images, tmp_path, capsys):
 
 
 def test_visualize_tool_writes_side_by_side_png(images, tmp_path):
-    import importlib.util
-    import os
+    from ..helpers import load_tool
 
-    from ..helpers import REPO
-
-    spec = importlib.util.spec_from_file_location(
-        "visualize_proposals", os.path.join(REPO, "tools/visualize_proposals.py")
-    )
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("visualize_proposals")
     (out,) = tool.main([images["rgb.jpg"], "--out", str(tmp_path / "vis")])
     png = np.asarray(Image.open(out))
     assert png.shape[:2] == (128, 320)  # before | after, side by side
