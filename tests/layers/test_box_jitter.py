@@ -92,9 +92,12 @@ def test_bad_input_raises(fn):
         call(nan, r)
     with pytest.raises(RuntimeError, match=r"\[0, 1\]"):
         call(b, r * 3)
+    raw = torch.ops.d2ext.box_jitter if fn == "kernel" else box_jitter_reference
+    with pytest.raises(RuntimeError, match="ratio"):
+        raw(b, r, 0.5, 1.5)
+    with pytest.raises(RuntimeError, match="prob"):
+        raw(b, r, -0.1, 0.1)
     if fn == "kernel":
-        with pytest.raises(RuntimeError, match="ratio"):
-            box_jitter(b, ratio=1.5)
         if torch.cuda.is_available():
             with pytest.raises(RuntimeError, match="different devices"):
                 call(b, r.cuda())

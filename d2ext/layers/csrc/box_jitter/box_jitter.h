@@ -27,9 +27,12 @@ D2EXT_HOST_DEVICE inline int box_jitter_one(const T* box, const T* rnd, T prob, 
   return (finite ? 0 : kNonFinite) | (in_range ? 0 : kBadRandom);
 }
 
-inline void check_box_jitter_inputs(const at::Tensor& boxes, const at::Tensor& rand) {
+inline void check_box_jitter_inputs(const at::Tensor& boxes, const at::Tensor& rand, double prob,
+                                    double ratio) {
   constexpr const char* op = "d2ext::box_jitter";
   check_boxes(op, boxes);
+  TORCH_CHECK(prob >= 0 && prob <= 1, op, ": prob must be in [0, 1], got ", prob);
+  TORCH_CHECK(ratio >= 0 && ratio < 1, op, ": ratio must be in [0, 1), got ", ratio);
   TORCH_CHECK(rand.dim() == 2 && rand.size(0) == boxes.size(0) && rand.size(1) == 5, op,
               ": rand must have shape [N, 5] = [", boxes.size(0), ", 5], got ", rand.sizes());
   TORCH_CHECK(rand.scalar_type() == boxes.scalar_type(), op,

@@ -11,7 +11,7 @@ namespace {
 at::Tensor box_jitter_cpu(const at::Tensor& boxes, const at::Tensor& rand, double prob,
                           double ratio) {
   constexpr const char* op = "d2ext::box_jitter";
-  check_box_jitter_inputs(boxes, rand);
+  check_box_jitter_inputs(boxes, rand, prob, ratio);
   TORCH_CHECK(boxes.is_cpu(), op, ": CPU kernel called with ", boxes.device());
   const auto b = boxes.contiguous();
   const auto r = rand.contiguous();

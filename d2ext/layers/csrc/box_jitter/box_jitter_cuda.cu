@@ -21,7 +21,7 @@ __global__ void box_jitter_kernel(int64_t n, const T* boxes, const T* rand, T pr
 
 at::Tensor box_jitter_cuda(const at::Tensor& boxes, const at::Tensor& rand, double prob,
                            double ratio) {
-  check_box_jitter_inputs(boxes, rand);
+  check_box_jitter_inputs(boxes, rand, prob, ratio);
   c10::cuda::CUDAGuard guard(boxes.device());
   const auto b = boxes.contiguous();
   const auto r = rand.contiguous();
