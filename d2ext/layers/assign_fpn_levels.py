@@ -18,12 +18,17 @@ __all__ = [
 # The eps detectron2 adds inside log2 in assign_boxes_to_levels (upstream commit a59f0563;
 # older releases used sys.float_info.epsilon, which moves boxes within a float of a boundary).
 DETECTRON2_EPS = 1e-8
+# Levels the ops support (kMaxLevels in csrc/assign_fpn_levels/assign_fpn_levels.h).
+MAX_LEVELS = 8
 # Upper bounds (inclusive) of sqrt(w * h) for P2, P3, P4, P5 in SoCo's code.
 SOCO_THRESHOLDS = (48.0, 96.0, 192.0, 224.0)
 
 
 def _check_thresholds(op: str, thresholds: Sequence[float]) -> None:
-    check(1 <= len(thresholds) <= 8, f"{op}: between 1 and 8 thresholds are supported")
+    check(
+        1 <= len(thresholds) <= MAX_LEVELS,
+        f"{op}: between 1 and {MAX_LEVELS} thresholds are supported",
+    )
     check(
         all(b > a for a, b in zip(thresholds, thresholds[1:], strict=False)),
         f"{op}: thresholds must be strictly increasing, got {list(thresholds)}",
@@ -91,7 +96,7 @@ def assign_levels_soco(
 
 def _check_log_args(op: str, min_level: int, max_level: int, canonical_box_size: float) -> None:
     check(min_level <= max_level, f"{op}: min_level ({min_level}) > max_level ({max_level})")
-    check(max_level - min_level < 8, f"{op}: at most 8 levels are supported")
+    check(max_level - min_level < MAX_LEVELS, f"{op}: at most {MAX_LEVELS} levels are supported")
     check(canonical_box_size > 0, f"{op}: canonical_box_size must be positive")
 
 

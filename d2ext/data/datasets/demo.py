@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from d2ext.utils.io import atomic_write_bytes
+
 __all__ = ["DEMO_SPLITS", "SHAPES_CLASSES", "SIGNS_CLASSES", "demo_root", "generate_demo_data"]
 
 SHAPES_CLASSES = ("circle", "square", "triangle", "star", "cross")
@@ -191,15 +193,6 @@ def _draw_objects(rng, img: Image.Image, classes, max_objects=5) -> list[dict]:
     return anns
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _generate_split(root: str, split: Split, photos) -> None:
     img_dir = os.path.join(root, "images", split.dirname)
     os.makedirs(img_dir, exist_ok=True)
@@ -211,7 +204,7 @@ def _generate_split(root: str, split: Split, photos) -> None:
         objs = _draw_objects(rng, img, split.classes)
         file_name = f"{i:06d}.jpg"
         buf = _jpeg_bytes(img)
-        _write_atomic(os.path.join(img_dir, file_name), buf)
+        atomic_write_bytes(os.path.join(img_dir, file_name), buf)
         image_id = i + 1
         images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
         for obj in objs:
@@ -225,7 +218,7 @@ def _generate_split(root: str, split: Split, photos) -> None:
     if split.labeled:
         coco["annotations"] = annotations
     os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
-    _write_atomic(_json_path(root, split), json.dumps(coco).encode())
+    atomic_write_bytes(_json_path(root, split), json.dumps(coco).encode())
 
 
 def _jpeg_bytes(img: Image.Image) -> bytes:

@@ -2,7 +2,6 @@
 // host-side set-up of their thresholds. Results equal, box for box, the pure-torch references
 // in d2ext/layers/assign_fpn_levels.py (and detectron2's assign_boxes_to_levels).
 #pragma once
-#include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
