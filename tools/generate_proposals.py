@@ -2,7 +2,8 @@
 """Selective-search proposals for a registered dataset or a folder of images.
 
     python tools/generate_proposals.py --images DIR_OR_GLOB --out CACHE_DIR \
-        [--filter ratio3size0308 | ratio3size0008 | none] [--shard i/N] [--workers K]
+        [--backend d2ext | selectivesearch] [--filter ratio3size0308 | ratio3size0008 | none]
+        [--shard i/N] [--workers K]
     python tools/generate_proposals.py --dataset d2ext_demo_unlabeled --out CACHE_DIR ...
 
 Keys: for --dataset, the dataset dicts' image_id (as a string); for --images, the path
@@ -15,7 +16,13 @@ import glob
 import os
 import sys
 
-from d2ext.proposals import BACKENDS, FILTERS, filter_from_name, generate_proposals
+from d2ext.proposals import (
+    BACKENDS,
+    DEFAULT_BACKEND,
+    FILTERS,
+    filter_from_name,
+    generate_proposals,
+)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -49,7 +56,7 @@ def parse_args(argv=None):
     src.add_argument("--dataset", help="a dataset registered in detectron2's DatasetCatalog")
     src.add_argument("--images", help="a folder (searched recursively) or a glob")
     parser.add_argument("--out", required=True, help="cache folder")
-    parser.add_argument("--backend", default="selectivesearch", choices=sorted(BACKENDS))
+    parser.add_argument("--backend", default=DEFAULT_BACKEND, choices=sorted(BACKENDS))
     parser.add_argument("--filter", default="ratio3size0308", help=f"{sorted(FILTERS)} or none")
     parser.add_argument("--shard", default="0/1", help="i/N: this process's share of the work")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)

@@ -13,7 +13,7 @@ import os
 import numpy as np
 from detectron2.utils.visualizer import Visualizer
 
-from d2ext.proposals import BACKENDS, filter_from_name, load_image_rgb
+from d2ext.proposals import BACKENDS, DEFAULT_BACKEND, filter_from_name, load_image_rgb
 
 
 def draw(image: np.ndarray, boxes_xywh: np.ndarray, title: str) -> np.ndarray:
@@ -30,7 +30,7 @@ def main(argv=None) -> list[str]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     parser.add_argument("images", nargs="+")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--backend", default="selectivesearch", choices=sorted(BACKENDS))
+    parser.add_argument("--backend", default=DEFAULT_BACKEND, choices=sorted(BACKENDS))
     parser.add_argument("--filter", default="ratio3size0308")
     args = parser.parse_args(argv)
     filt = filter_from_name(args.filter)

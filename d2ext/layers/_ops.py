@@ -19,7 +19,15 @@ except ImportError as e:  # not built, or built against another torch
     _C = None
     C_IMPORT_ERROR = e
 
-OP_NAMES = ("box_jitter", "assign_fpn_levels_threshold", "assign_fpn_levels_log")
+OP_NAMES = (
+    "box_jitter",
+    "assign_fpn_levels_threshold",
+    "assign_fpn_levels_log",
+    "felzenszwalb",
+    "selective_search",
+)
+# Preprocessing ops with a CPU kernel only (proposals are made before training, on CPUs).
+CPU_ONLY_OPS = ("felzenszwalb", "selective_search")
 _warned: set[tuple[str, str]] = set()
 
 

@@ -1,6 +1,13 @@
 """Selective-search proposals for the pretraining papers (SoCo, AlignDet)."""
 
-from .backends import BACKENDS, ProposalInputError, load_image_rgb, selective_search_reference
+from .backends import (
+    BACKENDS,
+    DEFAULT_BACKEND,
+    ProposalInputError,
+    load_image_rgb,
+    selective_search_fast,
+    selective_search_reference,
+)
 from .cache import ProposalCache, ProposalWriter
 from .convert import DatasetProposals, cache_to_coco, cache_to_soco, coco_to_cache, soco_to_cache
 from .filters import ALIGNDET_FILTER, FILTERS, SOCO_FILTER, ProposalFilter, filter_from_name
@@ -9,6 +16,7 @@ from .generate import GenerationSummary, generate_proposals, shard_items
 __all__ = [
     "ALIGNDET_FILTER",
     "BACKENDS",
+    "DEFAULT_BACKEND",
     "DatasetProposals",
     "cache_to_coco",
     "cache_to_soco",
@@ -18,6 +26,7 @@ __all__ = [
     "ProposalInputError",
     "generate_proposals",
     "load_image_rgb",
+    "selective_search_fast",
     "selective_search_reference",
     "shard_items",
     "FILTERS",

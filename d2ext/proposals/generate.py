@@ -9,7 +9,7 @@ from multiprocessing import get_context
 
 import numpy as np
 
-from .backends import BACKENDS, ProposalInputError, load_image_rgb
+from .backends import BACKENDS, DEFAULT_BACKEND, ProposalInputError, load_image_rgb
 from .cache import ProposalWriter
 from .filters import ProposalFilter
 
@@ -72,7 +72,7 @@ def _work(args):
 def generate_proposals(
     items: Sequence[tuple[str, str]],
     out_dir: str,
-    backend: str = "selectivesearch",
+    backend: str = DEFAULT_BACKEND,
     filt: ProposalFilter | None = None,
     shard: int = 0,
     num_shards: int = 1,

@@ -56,10 +56,13 @@ def test_load_image_formats_and_bad_inputs(images):
         load_image_rgb(images["rgb.jpg"], max_pixels=1000)
 
 
-def test_generate_records_failures_and_resumes(images, tmp_path):
+@pytest.mark.parametrize("backend", ["d2ext", "selectivesearch"])
+def test_generate_records_failures_and_resumes(images, tmp_path, backend):
     out = str(tmp_path / "cache")
     items = sorted(images.items())
-    summary = generate_proposals(items, out, filt=SOCO_FILTER, chunk_size=2, progress=False)
+    summary = generate_proposals(
+        items, out, backend=backend, filt=SOCO_FILTER, chunk_size=2, progress=False
+    )
     assert summary.done == 4 and set(summary.failed) == {"tiny.jpg", "corrupt.jpg", "truncated.jpg"}
     assert "smaller than 32" in summary.failed["tiny.jpg"] and "failed 3" in str(summary)
     cache = ProposalCache(out)
@@ -70,7 +73,9 @@ def test_generate_records_failures_and_resumes(images, tmp_path):
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     assert (w >= 32).all() and (h >= 32).all()  # SoCo's filter (or its fallbacks) applied
     assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= 160).all() and (boxes[:, 3] <= 128).all()
-    again = generate_proposals(items, out, filt=SOCO_FILTER, chunk_size=2, progress=False)
+    again = generate_proposals(
+        items, out, backend=backend, filt=SOCO_FILTER, chunk_size=2, progress=False
+    )
     assert again.done == 0 and again.skipped == len(items)
 
 

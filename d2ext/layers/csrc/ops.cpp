@@ -16,6 +16,13 @@ TORCH_LIBRARY(d2ext, m) {
   m.def(
       "assign_fpn_levels_log(Tensor boxes, int min_level, int max_level, "
       "float canonical_box_size, int canonical_level) -> Tensor");
+  // Felzenszwalb-Huttenlocher segmentation of a uint8 HxWxC image as scikit-image computes it
+  // (scale, sigma, min_size as there). int64 [H, W] labels numbered in raster order. CPU only.
+  m.def("felzenszwalb(Tensor image, float scale, float sigma, int min_size) -> Tensor");
+  // Selective search of a uint8 HxWx3 RGB image as the `selectivesearch` package computes it:
+  // int64 [N, 4] XYWH boxes (inclusive pixels, w = x_max - x_min), segments then merges. CPU
+  // only: proposals are made in preprocessing.
+  m.def("selective_search(Tensor image, float scale, float sigma, int min_size) -> Tensor");
 }
 
 // Importable as the Python module d2ext._C; loading it registers the operators above.
