@@ -16,6 +16,7 @@ import glob
 import os
 import sys
 
+from d2ext.data.datasets import list_image_folder
 from d2ext.proposals import (
     BACKENDS,
     DEFAULT_BACKEND,
@@ -24,19 +25,11 @@ from d2ext.proposals import (
     generate_proposals,
 )
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
 
 def list_images(spec: str) -> list[tuple[str, str]]:
     """(key, path) of every image in a folder (recursively) or matching a glob."""
     if os.path.isdir(spec):
-        paths = [
-            os.path.join(d, f)
-            for d, _, files in os.walk(spec)
-            for f in files
-            if f.lower().endswith(IMAGE_EXTENSIONS)
-        ]
-        return sorted((os.path.relpath(p, spec), p) for p in paths)
+        return list_image_folder(spec)
     paths = sorted(glob.glob(spec, recursive=True))
     return [(os.path.basename(p), p) for p in paths]
 

@@ -53,14 +53,45 @@ def _canonical(node):
     return node
 
 
-def _use_demo_data(cfg):
-    """Datasets that are not on this machine (COCO, LVIS) are swapped for the demo split."""
+@pytest.fixture(scope="module")
+def demo_unlabeled_proposals(tmp_path_factory):
+    """A SoCo-filtered proposal cache of the unlabeled demo split (about 10 s)."""
     from detectron2.data import DatasetCatalog
 
+    from d2ext.proposals import SOCO_FILTER, generate_proposals
+
+    demo_data_root()
+    items = [
+        (str(d["image_id"]), d["file_name"]) for d in DatasetCatalog.get("d2ext_demo_unlabeled")
+    ]
+    out = str(tmp_path_factory.mktemp("proposals"))
+    generate_proposals(items, out, filt=SOCO_FILTER, workers=2, progress=False)
+    return out
+
+
+def _use_demo_data(cfg, request):
+    """Datasets that are not on this machine (COCO, LVIS, ImageNet) are swapped for demo
+    splits; pretraining configs get the unlabeled split and a proposal cache of it."""
+    from detectron2.data import DatasetCatalog
+
+    if "SoCoDatasetMapper" in str(cfg.dataloader.train.mapper.get("_target_")):
+        cfg.dataloader.train.dataset = {
+            "_target_": "detectron2.data.get_detection_dataset_dicts",
+            "names": "d2ext_demo_unlabeled",
+            "filter_empty": False,
+        }
+        cfg.dataloader.train.mapper.proposals = {
+            "_target_": "d2ext.proposals.DatasetProposals",
+            "cache_dir": request.getfixturevalue("demo_unlabeled_proposals"),
+            "key": "image_id",
+        }
+        return
     names = cfg.dataloader.train.dataset.names
     names = [names] if isinstance(names, str) else list(names)
     if not all(n.startswith("d2ext_demo") for n in names):
         cfg.dataloader.train.dataset.names = "d2ext_demo_shapes_train"
+        if cfg.dataloader.train.mapper.get("use_instance_mask"):
+            cfg.dataloader.train.mapper.instance_mask_format = "bitmask"  # demo masks are RLE
         cfg.dataloader.train.mapper.augmentations = [
             {
                 "_target_": "detectron2.data.transforms.ResizeShortestEdge",
@@ -72,7 +103,7 @@ def _use_demo_data(cfg):
 
 
 @pytest.mark.parametrize("path", FULL)
-def test_full_config_smoke(path, tmp_path):
+def test_full_config_smoke(path, tmp_path, request):
     demo_data_root()
     cfg = LazyConfig.load(os.path.join(REPO, path))
     # save -> reload gives the same config
@@ -82,7 +113,7 @@ def test_full_config_smoke(path, tmp_path):
     assert {"model", "dataloader", "optimizer", "lr_multiplier", "train"} <= set(reloaded)
     cfg = reloaded
     cfg = tiny_overrides(cfg, str(tmp_path))
-    _use_demo_data(cfg)
+    _use_demo_data(cfg, request)
     torch.manual_seed(0)
     model = instantiate(cfg.model).train()
     cfg.optimizer.params.model = model

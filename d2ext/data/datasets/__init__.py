@@ -8,8 +8,16 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
 from .demo import DEMO_SPLITS, Split, _json_path, demo_root, generate_demo_data, split_is_complete
+from .image_folder import IMAGE_EXTENSIONS, image_folder_dicts, list_image_folder
 
-__all__ = ["generate_demo_data", "register_all_datasets", "register_demo_datasets"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "generate_demo_data",
+    "image_folder_dicts",
+    "list_image_folder",
+    "register_all_datasets",
+    "register_demo_datasets",
+]
 
 
 def _missing(root: str, split: Split) -> FileNotFoundError:

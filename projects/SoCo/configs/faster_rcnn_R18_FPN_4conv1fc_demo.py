@@ -1,0 +1,21 @@
+"""Demo fine-tuning for SoCo: the demo Faster R-CNN (configs/baselines/faster_rcnn_R18_FPN_demo)
+with SoCo's 4conv1fc box head (128 channels, BN, FC 512), 300 iterations.
+
+From SoCo:      train.init_checkpoint=<converted SoCo checkpoint>
+From scratch:   train.init_checkpoint=""   (the same network, randomly initialised)
+"""
+
+from ....configs.baselines.faster_rcnn_R18_FPN_demo import (
+    dataloader,
+    lr_multiplier,
+    model,
+    optimizer,
+    train,
+)
+
+model.roi_heads.box_head.update(conv_dims=[128, 128, 128, 128], fc_dims=[512], conv_norm="BN")
+
+train.max_iter = 300
+train.checkpointer.period = 100
+train.output_dir = "output/soco_finetune_demo"
+lr_multiplier.warmup_iter = 50

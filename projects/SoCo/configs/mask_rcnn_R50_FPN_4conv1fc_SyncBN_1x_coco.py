@@ -1,0 +1,29 @@
+"""SoCo transfer: Mask R-CNN R50-FPN 1x on COCO with the 4conv1fc box head and SyncBN
+everywhere, weight decay 2.5e-5 (the authors' fine-tuning recipe).
+
+    python tools/convert_pretrain.py soco.pth soco_d2.pth \
+        --map online.backbone.=backbone. --map online.box_head.=roi_heads.box_head. \
+        --config-file projects/SoCo/configs/mask_rcnn_R50_FPN_4conv1fc_SyncBN_1x_coco.py
+    python tools/train_net.py --config-file <this> train.init_checkpoint=soco_d2.pth
+"""
+
+from detectron2.model_zoo import get_config
+
+from ....configs.common.data.coco import dataloader
+from ....configs.common.optim import SGD as optimizer
+from ....configs.common.schedules import multistep as lr_multiplier
+from ....configs.common.train import train
+
+model = get_config("common/models/mask_rcnn_fpn.py").model
+model.backbone.bottom_up.stem.norm = "SyncBN"
+model.backbone.bottom_up.stages.norm = "SyncBN"
+model.backbone.norm = "SyncBN"
+model.backbone.bottom_up.stages.stride_in_1x1 = False  # as the SoCo backbone
+model.roi_heads.box_head.update(conv_dims=[256, 256, 256, 256], fc_dims=[1024], conv_norm="SyncBN")
+model.roi_heads.mask_head.conv_norm = "SyncBN"
+
+train.max_iter = 90000
+train.init_checkpoint = ""  # the converted SoCo checkpoint
+train.output_dir = "output/soco_mask_rcnn_R50_FPN_1x_coco"
+optimizer.lr = 0.02
+optimizer.weight_decay = 2.5e-5

@@ -1,0 +1,77 @@
+"""SoCo pretraining, the authors' full recipe: ResNet-50 + FPN (P2-P5) + 4conv1fc box head on
+ImageNet-1k, 100 epochs, batch 2048, LARS lr 1.0 x 2048 / 256, wd 1e-5, 10 warmup epochs,
+cosine; momentum 0.99 -> 1 (cosine); SyncBN.
+
+Needs ImageNet's train folder at $DETECTRON2_DATASETS/imagenet/train and its proposals:
+    python tools/generate_proposals.py --images $DETECTRON2_DATASETS/imagenet/train \
+        --out $DETECTRON2_DATASETS/imagenet/proposals_soco --filter ratio3size0308 --shard i/N
+"""
+
+from detectron2.config import LazyCall as L
+from detectron2.data import build_detection_train_loader
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.roi_heads import FastRCNNConvFCHead
+from omegaconf import OmegaConf
+
+from d2ext.data.datasets import image_folder_dicts
+from d2ext.modeling.momentum import MomentumUpdateHook
+from d2ext.projects.soco import SoCo, SoCoDatasetMapper
+from d2ext.proposals import DatasetProposals
+
+from ....configs.common.models.faster_rcnn_fpn import model as _detector
+from ....configs.common.optim import LARS as optimizer
+from ....configs.common.schedules import cosine as lr_multiplier
+from ....configs.common.train import train
+
+IMAGENET_TRAIN_IMAGES = 1281167
+BATCH = 2048
+EPOCHS = 100
+
+backbone = _detector.backbone
+backbone.bottom_up.stem.norm = "SyncBN"
+backbone.bottom_up.stages.norm = "SyncBN"
+backbone.norm = "SyncBN"
+backbone.bottom_up.stages.stride_in_1x1 = False  # torchvision-style ResNet, as SoCo trains
+
+model = L(SoCo)(
+    backbone=backbone,
+    box_head=L(FastRCNNConvFCHead)(
+        input_shape=ShapeSpec(channels=256, height=7, width=7),
+        conv_dims=[256, 256, 256, 256],
+        fc_dims=[1024],
+        conv_norm="SyncBN",
+    ),
+    in_features=("p2", "p3", "p4", "p5"),
+    projector_hidden_dim=4096,
+    out_dim=256,
+    mlp_norm="SyncBN",
+)
+
+dataloader = OmegaConf.create()
+dataloader.train = L(build_detection_train_loader)(
+    dataset=L(image_folder_dicts)(root="${oc.env:DETECTRON2_DATASETS,datasets}/imagenet/train"),
+    mapper=L(SoCoDatasetMapper)(
+        proposals=L(DatasetProposals)(
+            cache_dir="${oc.env:DETECTRON2_DATASETS,datasets}/imagenet/proposals_soco",
+            key="image_id",
+        ),
+        view_size=224,
+        small_view_size=112,
+        crop_scale=(0.5, 1.0),
+        num_boxes=4,
+    ),
+    total_batch_size=BATCH,
+    aspect_ratio_grouping=False,
+    num_workers=8,
+)
+dataloader.evaluator = None  # pretraining: nothing to evaluate
+
+train.max_iter = EPOCHS * IMAGENET_TRAIN_IMAGES // BATCH
+train.extra_hooks = [L(MomentumUpdateHook)(base_momentum=0.99)]
+train.checkpointer.period = 5000
+train.eval_period = 0
+train.output_dir = "output/soco_R50_FPN_4conv1fc_in1k_100ep"
+
+optimizer.lr = 1.0 * BATCH / 256
+optimizer.weight_decay = 1e-5
+lr_multiplier.warmup_iter = 10 * IMAGENET_TRAIN_IMAGES // BATCH
