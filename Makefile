@@ -13,8 +13,17 @@ setup:
 data: setup
 	$(PY) datasets/prepare_demo.py
 
+# make demo: the baseline detector. make demo MODE=soco: SoCo pretraining -> fine-tuning vs the
+# same fine-tuning from random initialisation (projects/SoCo/run_demo.py).
+MODE ?= baseline
 demo: data
+ifeq ($(MODE),soco)
+	$(PY) projects/SoCo/run_demo.py
+else ifeq ($(MODE),baseline)
 	$(PY) tools/train_net.py --resume --config-file configs/baselines/faster_rcnn_R18_FPN_demo.py
+else
+	@echo "unknown MODE=$(MODE); use MODE=baseline or MODE=soco" >&2; exit 2
+endif
 
 test: setup
 	$(PY) -m pytest -q tests
