@@ -29,15 +29,16 @@ def _train(config: str, output_dir: str, overrides: list[str]) -> None:
     subprocess.run(cmd, check=True, cwd=REPO)
 
 
-def make_proposals(cache_dir: str) -> None:
+def make_proposals(cache_dir: str, filter_name: str) -> None:
     from detectron2.data import DatasetCatalog
 
-    from d2ext.proposals import SOCO_FILTER, generate_proposals
+    from d2ext.proposals import filter_from_name, generate_proposals
 
     items = [
         (str(d["image_id"]), d["file_name"]) for d in DatasetCatalog.get("d2ext_demo_unlabeled")
     ]
-    summary = generate_proposals(items, cache_dir, filt=SOCO_FILTER, workers=os.cpu_count() or 1)
+    filt = filter_from_name(filter_name)
+    summary = generate_proposals(items, cache_dir, filt=filt, workers=os.cpu_count() or 1)
     print(summary, flush=True)
 
 
@@ -74,6 +75,11 @@ def main(argv=None):
     parser.add_argument("--out", default=os.path.join(REPO, "output", "soco_demo"))
     parser.add_argument("--pretrain-iters", type=int, default=None)
     parser.add_argument("--finetune-iters", type=int, default=None)
+    parser.add_argument(
+        "--filter",
+        default="ratio3size0308",
+        help="proposal filter (SoCo's ratio3size0308; ratio3size0008 keeps small boxes too)",
+    )
     args = parser.parse_args(argv)
     sys.path.insert(0, REPO)
     from d2ext.data import register_all_datasets
@@ -83,11 +89,15 @@ def main(argv=None):
 
     generate_demo_data()
     register_all_datasets()
-    make_proposals(os.path.join(demo_root(), "proposals", "soco_unlabeled"))
+    name = "soco_unlabeled" if args.filter == "ratio3size0308" else f"{args.filter}_unlabeled"
+    cache_dir = os.path.join(demo_root(), "proposals", name)
+    make_proposals(cache_dir, args.filter)
 
     pretrain_dir = os.path.join(args.out, "pretrain")
     if not os.path.exists(os.path.join(pretrain_dir, "model_final.pth")):
-        extra = [f"train.max_iter={args.pretrain_iters}"] if args.pretrain_iters else []
+        extra = [f"dataloader.train.mapper.proposals.cache_dir={cache_dir}"]
+        if args.pretrain_iters:
+            extra.append(f"train.max_iter={args.pretrain_iters}")
         _train(PRETRAIN, pretrain_dir, extra)
     converted = os.path.join(args.out, "soco_detectron2.pth")
     if not os.path.exists(converted):
