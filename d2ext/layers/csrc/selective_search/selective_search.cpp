@@ -106,6 +106,18 @@ struct Grid {
         break;
     }
   }
+  // Calls f(edge) for every edge of an h x (npix / h) grid in index order: below, right,
+  // below-right, then right-and-lower neighbours, each block in raster order.
+  template <typename F>
+  void for_each_edge(int64_t height, F&& f) const {
+    const int64_t w = width;
+    for (int64_t block = 0; block < 4; ++block) {
+      const int64_t y_end = block == 1 ? height : height - 1, x_end = block == 0 ? w : w - 1;
+      for (int64_t y = 0; y < y_end; ++y) {
+        for (int64_t x = 0; x < x_end; ++x) f(static_cast<uint32_t>(block * npix + y * w + x));
+      }
+    }
+  }
 };
 
 // Buffers of one segmentation, kept per thread between calls: a fresh 60 MB per 500-px image
@@ -119,7 +131,7 @@ struct Workspace {
   std::vector<uint64_t> items, items_tmp;
   std::vector<float> threshold;
   std::vector<uint8_t> crossing;
-  std::vector<int64_t> label_of_root, labels;
+  std::vector<int64_t> label_of_root;
 };
 
 Workspace& workspace() {
@@ -236,26 +248,17 @@ int64_t felzenszwalb(const uint8_t* image, int64_t height, int64_t width, int64_
   auto& edges = ws.edges;
   cost.resize(4 * npix);
   edges.clear();
-  auto add = [&](int64_t block, int64_t y0, int64_t y1, int64_t x1) {
-    for (int64_t y = y0; y < y1; ++y) {
-      for (int64_t x = 0; x < x1; ++x) {
-        const auto e = static_cast<uint32_t>(block * npix + y * w + x);
-        uint32_t pa, pb;
-        grid.endpoints(e, &pa, &pb);
-        double acc = 0.0;
-        for (int64_t k = 0; k < c; ++k) {
-          const double d = img[pa * c + k] - img[pb * c + k];
-          acc = k == 0 ? d * d : acc + d * d;
-        }
-        cost[e] = std::sqrt(acc);
-        edges.push_back(e);
-      }
+  grid.for_each_edge(h, [&](uint32_t e) {
+    uint32_t pa, pb;
+    grid.endpoints(e, &pa, &pb);
+    double acc = 0.0;
+    for (int64_t k = 0; k < c; ++k) {
+      const double d = img[pa * c + k] - img[pb * c + k];
+      acc = k == 0 ? d * d : acc + d * d;
     }
-  };
-  add(0, 0, h - 1, w);
-  add(1, 0, h, w - 1);
-  add(2, 0, h - 1, w - 1);
-  add(3, 0, h - 1, w - 1);
+    cost[e] = std::sqrt(acc);
+    edges.push_back(e);
+  });
   sort_by_cost(edges, cost, ws);
 
   Forest forest(ws.parent, npix);
@@ -295,17 +298,11 @@ int64_t felzenszwalb(const uint8_t* image, int64_t height, int64_t width, int64_
   for (int64_t p = 0; p < npix; ++p) forest.parent[p] = forest.parent[forest.parent[p]];
   auto& crossing = ws.crossing;
   crossing.assign(4 * npix, 0);
-  for (int64_t block = 0; block < 4; ++block) {
-    const int64_t y1 = block == 1 ? h : h - 1, x1 = block == 0 ? w : w - 1;
-    for (int64_t y = 0; y < y1; ++y) {
-      for (int64_t x = 0; x < x1; ++x) {
-        const auto e = static_cast<uint32_t>(block * npix + y * w + x);
-        uint32_t pa, pb;
-        grid.endpoints(e, &pa, &pb);
-        crossing[e] = forest.parent[pa] != forest.parent[pb];
-      }
-    }
-  }
+  grid.for_each_edge(h, [&](uint32_t e) {
+    uint32_t pa, pb;
+    grid.endpoints(e, &pa, &pb);
+    crossing[e] = forest.parent[pa] != forest.parent[pb];
+  });
   edges.erase(std::remove_if(edges.begin(), edges.end(), [&](uint32_t e) { return !crossing[e]; }),
               edges.end());
   const auto small = static_cast<uint64_t>(std::max<int64_t>(min_size, 0));
@@ -329,11 +326,7 @@ int64_t felzenszwalb(const uint8_t* image, int64_t height, int64_t width, int64_
     if (label_of_root[r] < 0) label_of_root[r] = n_labels++;
     labels[p] = label_of_root[r];
   }
-  if (npix > kKeepPixels) {
-    auto kept_labels = std::move(ws.labels);  // selective_search's, still in use by it
-    ws = Workspace();
-    ws.labels = std::move(kept_labels);
-  }
+  if (npix > kKeepPixels) ws = Workspace();
   return n_labels;
 }
 
@@ -448,7 +441,7 @@ bool corner_inside(const Region& a, const Region& b) {
 std::vector<Region> selective_search(const uint8_t* rgb, int64_t height, int64_t width,
                                      double scale, double sigma, int64_t min_size) {
   const int64_t h = height, w = width, npix = h * w;
-  auto& labels = workspace().labels;
+  thread_local std::vector<int64_t> labels;  // reused like the Workspace
   labels.resize(npix);
   const int64_t n = felzenszwalb(rgb, h, w, 3, scale, sigma, min_size, labels.data());
 
@@ -549,7 +542,7 @@ std::vector<Region> selective_search(const uint8_t* rgb, int64_t height, int64_t
           pairs.end());
     }
   }
-  if (npix > kKeepPixels) std::vector<int64_t>().swap(workspace().labels);
+  if (npix > kKeepPixels) std::vector<int64_t>().swap(labels);
   std::vector<Region> out(regions.size());
   for (size_t k = 0; k < regions.size(); ++k) out[k] = regions[k].box;
   return out;
