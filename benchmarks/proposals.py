@@ -22,6 +22,7 @@ from PIL import Image
 from d2ext.data.datasets.demo import _photos
 from d2ext.proposals import BACKENDS, SOCO_FILTER, load_image_rgb
 from d2ext.proposals.generate import _work
+from d2ext.proposals.metrics import recall_hits
 
 
 def write_photos(folder: str, short_side: int) -> list[tuple[str, str]]:
@@ -34,16 +35,6 @@ def write_photos(folder: str, short_side: int) -> list[tuple[str, str]]:
         im.save(path)
         items.append((f"photo{i}", path))
     return items
-
-
-def iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    ax2, ay2 = a[:, None, 0] + a[:, None, 2], a[:, None, 1] + a[:, None, 3]
-    bx2, by2 = b[None, :, 0] + b[None, :, 2], b[None, :, 1] + b[None, :, 3]
-    iw = np.clip(np.minimum(ax2, bx2) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(ay2, by2) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = iw * ih
-    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None, :] - inter
-    return inter / np.maximum(union, 1e-9)
 
 
 def main():
@@ -69,11 +60,8 @@ def main():
                 f"boxes  {np.mean([len(f) for f in filtered[name]]):6.1f} after ratio3size0308"
             )
             if name != reference:
-                hits = total = 0
-                for ref, ours in zip(filtered[reference], filtered[name]):
-                    total += len(ref)
-                    if len(ref) and len(ours):
-                        hits += int((iou_xywh(ref, ours).max(axis=1) >= 0.7).sum())
+                hits = sum(map(recall_hits, filtered[reference], filtered[name]))
+                total = sum(len(ref) for ref in filtered[reference])
                 same = sum(
                     np.array_equal(a, b) for a, b in zip(raw_boxes[reference], raw_boxes[name])
                 )

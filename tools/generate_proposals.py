@@ -21,6 +21,7 @@ from d2ext.proposals import (
     BACKENDS,
     DEFAULT_BACKEND,
     FILTERS,
+    dataset_items,
     filter_from_name,
     generate_proposals,
 )
@@ -32,15 +33,6 @@ def list_images(spec: str) -> list[tuple[str, str]]:
         return list_image_folder(spec)
     paths = sorted(glob.glob(spec, recursive=True))
     return [(os.path.basename(p), p) for p in paths]
-
-
-def dataset_images(name: str) -> list[tuple[str, str]]:
-    from detectron2.data import DatasetCatalog
-
-    from d2ext.data import register_all_datasets
-
-    register_all_datasets()
-    return [(str(d["image_id"]), d["file_name"]) for d in DatasetCatalog.get(name)]
 
 
 def parse_args(argv=None):
@@ -65,7 +57,7 @@ def main(argv=None):
     except ValueError:
         raise SystemExit(f"--shard takes i/N, got {args.shard!r}") from None
     filt = None if args.filter == "none" else filter_from_name(args.filter)
-    items = dataset_images(args.dataset) if args.dataset else list_images(args.images)
+    items = dataset_items(args.dataset) if args.dataset else list_images(args.images)
     if not items:
         raise SystemExit(f"no images found in {args.dataset or args.images!r}")
     summary = generate_proposals(

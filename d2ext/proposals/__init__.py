@@ -11,7 +11,7 @@ from .backends import (
 from .cache import ProposalCache, ProposalWriter
 from .convert import DatasetProposals, cache_to_coco, cache_to_soco, coco_to_cache, soco_to_cache
 from .filters import ALIGNDET_FILTER, FILTERS, SOCO_FILTER, ProposalFilter, filter_from_name
-from .generate import GenerationSummary, generate_proposals, shard_items
+from .generate import GenerationSummary, dataset_items, generate_proposals, shard_items
 
 __all__ = [
     "ALIGNDET_FILTER",
@@ -23,6 +23,7 @@ __all__ = [
     "coco_to_cache",
     "soco_to_cache",
     "GenerationSummary",
+    "dataset_items",
     "ProposalInputError",
     "generate_proposals",
     "load_image_rgb",

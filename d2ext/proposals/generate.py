@@ -13,7 +13,13 @@ from .backends import BACKENDS, DEFAULT_BACKEND, ProposalInputError, load_image_
 from .cache import ProposalWriter
 from .filters import ProposalFilter
 
-__all__ = ["GenerationSummary", "generate_proposals", "proposals_for_image", "shard_items"]
+__all__ = [
+    "GenerationSummary",
+    "dataset_items",
+    "generate_proposals",
+    "proposals_for_image",
+    "shard_items",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +44,17 @@ class GenerationSummary:
         ]
         lines += [f"  failed {k}: {v}" for k, v in sorted(self.failed.items())]
         return "\n".join(lines)
+
+
+def dataset_items(name: str) -> list[tuple[str, str]]:
+    """(key, image path) of every image of a registered dataset; the key is the dataset
+    dict's ``image_id`` as a string, what ``DatasetProposals(key="image_id")`` looks up."""
+    from detectron2.data import DatasetCatalog
+
+    from d2ext.data import register_all_datasets
+
+    register_all_datasets()
+    return [(str(d["image_id"]), d["file_name"]) for d in DatasetCatalog.get(name)]
 
 
 def shard_items(items: Sequence, shard: int, num_shards: int) -> list:

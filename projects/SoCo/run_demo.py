@@ -30,13 +30,9 @@ def _train(config: str, output_dir: str, overrides: list[str]) -> None:
 
 
 def make_proposals(cache_dir: str, filter_name: str) -> None:
-    from detectron2.data import DatasetCatalog
+    from d2ext.proposals import dataset_items, filter_from_name, generate_proposals
 
-    from d2ext.proposals import filter_from_name, generate_proposals
-
-    items = [
-        (str(d["image_id"]), d["file_name"]) for d in DatasetCatalog.get("d2ext_demo_unlabeled")
-    ]
+    items = dataset_items("d2ext_demo_unlabeled")
     filt = filter_from_name(filter_name)
     summary = generate_proposals(items, cache_dir, filt=filt, workers=os.cpu_count() or 1)
     print(summary, flush=True)
@@ -81,7 +77,6 @@ def main(argv=None):
         help="proposal filter (SoCo's ratio3size0308; ratio3size0008 keeps small boxes too)",
     )
     args = parser.parse_args(argv)
-    sys.path.insert(0, REPO)
     from d2ext.data import register_all_datasets
     from d2ext.data.datasets import generate_demo_data
     from d2ext.data.datasets.demo import demo_root

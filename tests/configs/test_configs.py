@@ -56,14 +56,10 @@ def _canonical(node):
 @pytest.fixture(scope="module")
 def demo_unlabeled_proposals(tmp_path_factory):
     """A SoCo-filtered proposal cache of the unlabeled demo split (about 10 s)."""
-    from detectron2.data import DatasetCatalog
-
-    from d2ext.proposals import SOCO_FILTER, generate_proposals
+    from d2ext.proposals import SOCO_FILTER, dataset_items, generate_proposals
 
     demo_data_root()
-    items = [
-        (str(d["image_id"]), d["file_name"]) for d in DatasetCatalog.get("d2ext_demo_unlabeled")
-    ]
+    items = dataset_items("d2ext_demo_unlabeled")
     out = str(tmp_path_factory.mktemp("proposals"))
     generate_proposals(items, out, filt=SOCO_FILTER, workers=2, progress=False)
     return out

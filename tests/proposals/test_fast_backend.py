@@ -18,6 +18,7 @@ from d2ext.proposals import (
     selective_search_fast,
     selective_search_reference,
 )
+from d2ext.proposals.metrics import recall_hits
 
 pytestmark = pytest.mark.skipif(
     not has_kernel("selective_search", "cpu"), reason="d2ext._C not built"
@@ -49,20 +50,6 @@ def _reference(image):
     with warnings.catch_warnings():  # skimage's LBP warns about float input
         warnings.simplefilter("ignore")
         return selective_search_reference(image)
-
-
-def _recall(ref: np.ndarray, ours: np.ndarray, thresh=0.7) -> float:
-    """Fraction of ref's XYWH boxes with an IoU >= thresh box among ours."""
-    if len(ref) == 0:
-        return 1.0
-    if len(ours) == 0:
-        return 0.0
-    a = np.concatenate([ref[:, :2], ref[:, :2] + ref[:, 2:]], 1)[:, None]
-    b = np.concatenate([ours[:, :2], ours[:, :2] + ours[:, 2:]], 1)[None]
-    wh = np.clip(np.minimum(a[..., 2:], b[..., 2:]) - np.maximum(a[..., :2], b[..., :2]), 0, None)
-    inter = wh[..., 0] * wh[..., 1]
-    union = (ref[:, 2] * ref[:, 3])[:, None] + (ours[:, 2] * ours[:, 3])[None] - inter
-    return float(((inter / np.maximum(union, 1e-9)).max(1) >= thresh).mean())
 
 
 @pytest.mark.parametrize(
@@ -102,7 +89,7 @@ def test_recall_bar_at_the_papers_resolution(photos):
     ref, _ = SOCO_FILTER(_reference(image), image.shape[:2])
     ours, _ = SOCO_FILTER(selective_search_fast(image), image.shape[:2])
     assert len(ref) > 20
-    assert _recall(ref, ours) >= 0.9
+    assert recall_hits(ref, ours, iou=0.7) >= 0.9 * len(ref)
 
 
 def _blocks(height, width, boxes_colours, background=(0, 0, 0)):
@@ -177,3 +164,11 @@ def test_bad_input_is_refused():
             backend(np.zeros((40, 40), np.uint8))
         with pytest.raises(ValueError, match="HxWx3 uint8"):
             backend(np.zeros((40, 40, 3), np.float32))
+
+
+def test_recall_hits_on_hand_made_boxes():
+    ref = np.array([[0, 0, 10, 10], [20, 20, 10, 10], [50, 50, 4, 4]], np.float32)
+    ours = np.array([[0, 0, 10, 9], [22, 20, 10, 10]], np.float32)  # IoU 0.9 and 8/12
+    assert recall_hits(ref, ours, iou=0.7) == 1
+    assert recall_hits(ref, ours, iou=0.6) == 2
+    assert recall_hits(ref, ours[:0]) == 0 and recall_hits(ref[:0], ours) == 0
