@@ -44,6 +44,14 @@ def _overlaps(boxes: np.ndarray, crop: tuple[int, int, int, int]) -> np.ndarray:
     return (x1 < boxes[:, 2]) & (boxes[:, 0] < x2) & (y1 < boxes[:, 3]) & (boxes[:, 1] < y2)
 
 
+def _clip_to_image(boxes: np.ndarray, height: int, width: int):
+    """Inclusive XYXY boxes clipped to the image, and which still have a pixel."""
+    out = boxes.copy()
+    out[:, 0::2] = out[:, 0::2].clip(0, width - 1)
+    out[:, 1::2] = out[:, 1::2].clip(0, height - 1)
+    return out, (out[:, 2] >= out[:, 0]) & (out[:, 3] >= out[:, 1])
+
+
 def _to_view(boxes: np.ndarray, crop, out_h: int, out_w: int, flip: bool):
     """Inclusive image boxes -> continuous boxes in the view's pixels, and which are inside."""
     top, left, h, w = crop
@@ -129,10 +137,8 @@ class SoCoDatasetMapper:
         boxes = np.asarray(self.proposals(dataset_dict), dtype=np.float32).reshape(-1, 4)
         if not np.isfinite(boxes).all():
             raise ValueError(f"{dataset_dict.get('file_name')}: proposals contain NaN or Inf")
-        boxes = boxes.copy()
-        boxes[:, 0::2] = boxes[:, 0::2].clip(0, width - 1)
-        boxes[:, 1::2] = boxes[:, 1::2].clip(0, height - 1)
-        return boxes[(boxes[:, 2] >= boxes[:, 0]) & (boxes[:, 3] >= boxes[:, 1])]
+        boxes, keep = _clip_to_image(boxes, height, width)
+        return boxes[keep]
 
     def select(self, proposals: np.ndarray, height: int, width: int):
         """(V2 crop, V3 crop, [K, 4] selected inclusive boxes) as described in the class."""
@@ -181,19 +187,9 @@ class SoCoDatasetMapper:
         proposals = self._proposals(dataset_dict, height, width)
         crop2, crop3, selected = self.select(proposals, height, width)
         jittered = box_jitter(torch.from_numpy(selected), self.jitter_prob, self.jitter_ratio)
-        jittered = jittered.numpy()
         # Clip the jittered V1 boxes to the image; one jittered out of it keeps its old form.
-        clipped = np.stack(
-            [
-                jittered[:, 0].clip(0, width - 1),
-                jittered[:, 1].clip(0, height - 1),
-                jittered[:, 2].clip(0, width - 1),
-                jittered[:, 3].clip(0, height - 1),
-            ],
-            1,
-        )
-        empty = (clipped[:, 2] < clipped[:, 0]) | (clipped[:, 3] < clipped[:, 1])
-        clipped[empty] = selected[empty]
+        clipped, keep = _clip_to_image(jittered.numpy(), height, width)
+        clipped[~keep] = selected[~keep]
         crops = ((0, 0, height, width), crop2, crop3)
         view_boxes = (clipped, selected, selected)
         out = {"file_name": dataset_dict["file_name"], "views": [], "boxes": [], "levels": []}
@@ -201,8 +197,6 @@ class SoCoDatasetMapper:
             out["image_id"] = dataset_dict["image_id"]
         for v, (crop, size, boxes) in enumerate(zip(crops, self.sizes, view_boxes)):
             flip = bool(torch.rand(()) < self.flip_prob)
-            if v == 2 and self.small_view == "downsample":
-                crop = crop2
             mapped, valid = _to_view(boxes, crop, size, size, flip)
             mapped_t = torch.from_numpy(mapped)
             levels = assign_levels_soco(mapped_t, self.level_thresholds, inclusive=False)

@@ -35,7 +35,6 @@ class MLP(nn.Sequential):
     """Linear -> norm -> ReLU -> Linear: BYOL's projector and predictor."""
 
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, norm: str = "BN"):
-        norm = {"BN": "BN1d", "SyncBN": "SyncBN"}.get(norm, norm)
         super().__init__(
             nn.Linear(in_dim, hidden_dim),
             _norm_1d(norm, hidden_dim),
@@ -45,7 +44,8 @@ class MLP(nn.Sequential):
 
 
 def _norm_1d(norm: str, dim: int) -> nn.Module:
-    if norm == "BN1d":
+    """detectron2's norm names for [N, C] features (its "BN" is 2-d only)."""
+    if norm == "BN":
         return nn.BatchNorm1d(dim)
     if norm == "SyncBN":
         return nn.SyncBatchNorm(dim)
