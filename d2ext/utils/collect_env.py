@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from d2ext.layers._ops import C_IMPORT_ERROR, OP_NAMES, has_kernel
+from d2ext.layers._ops import C_IMPORT_ERROR, CPU_ONLY_OPS, OP_NAMES, has_kernel
 
 
 def collect_env_info() -> list[tuple[str, str]]:
@@ -53,7 +53,8 @@ def collect_env_info() -> list[tuple[str, str]]:
         rows.append(("d2ext._C", f"built @ {_C.__file__}"))
         for op in OP_NAMES:
             kernels = [dev for dev in ("CPU", "CUDA") if has_kernel(op, dev)]
-            rows.append((f"  d2ext::{op}", ", ".join(kernels) or "no kernels"))
+            note = " (CPU-only by design)" if op in CPU_ONLY_OPS else ""
+            rows.append((f"  d2ext::{op}", (", ".join(kernels) or "no kernels") + note))
     else:
         rows.append(("d2ext._C", f"NOT BUILT ({C_IMPORT_ERROR}); pure-torch references will run"))
     for name in ("fvcore", "pycocotools", "cv2", "open_clip", "selectivesearch", "numpy"):
