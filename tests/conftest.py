@@ -17,3 +17,17 @@ DEVICES = [
 @pytest.fixture(params=DEVICES)
 def device(request):
     return torch.device(request.param)
+
+
+@pytest.fixture(scope="session")
+def demo_unlabeled_proposals(tmp_path_factory):
+    """A SoCo-filtered proposal cache of the unlabeled demo split (about 10 s), once a session."""
+    from d2ext.proposals import SOCO_FILTER, dataset_items, generate_proposals
+
+    from .helpers import demo_data_root
+
+    demo_data_root()
+    items = dataset_items("d2ext_demo_unlabeled")
+    out = str(tmp_path_factory.mktemp("proposals"))
+    generate_proposals(items, out, filt=SOCO_FILTER, workers=2, progress=False)
+    return out

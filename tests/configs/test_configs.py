@@ -53,18 +53,6 @@ def _canonical(node):
     return node
 
 
-@pytest.fixture(scope="module")
-def demo_unlabeled_proposals(tmp_path_factory):
-    """A SoCo-filtered proposal cache of the unlabeled demo split (about 10 s)."""
-    from d2ext.proposals import SOCO_FILTER, dataset_items, generate_proposals
-
-    demo_data_root()
-    items = dataset_items("d2ext_demo_unlabeled")
-    out = str(tmp_path_factory.mktemp("proposals"))
-    generate_proposals(items, out, filt=SOCO_FILTER, workers=2, progress=False)
-    return out
-
-
 def _use_demo_data(cfg, request):
     """Datasets that are not on this machine (COCO, LVIS, ImageNet) are swapped for demo
     splits; pretraining configs get the unlabeled split and a proposal cache of it."""

@@ -107,6 +107,24 @@ def test_selection_overlap_padding_jitter_and_fallbacks(square_image):
         _mapper(far, small_view="zoom")
 
 
+def test_jitter_moves_v1_boxes_only_with_the_given_probability(square_image):
+    d, box = square_image
+    moved = total = 0
+    for seed in range(60):
+        outs = []
+        for prob in (0.3, 0.0):
+            torch.manual_seed(seed)
+            outs.append(_mapper(box, num_boxes=4, jitter_prob=prob, flip_prob=0.0)(d))
+        jit, plain = outs
+        for v in (1, 2):  # V2 and V3 never jittered: the same boxes as without jitter
+            assert torch.equal(jit["boxes"][v], plain["boxes"][v])
+        exact = torch.tensor([100.0, 60.0, 180.0, 140.0]) * torch.tensor([224 / 300, 224 / 200] * 2)
+        assert torch.allclose(plain["boxes"][0], exact.expand(4, 4), atol=1e-4)
+        moved += int((~torch.isclose(jit["boxes"][0], exact, atol=1e-4).all(dim=1)).sum())
+        total += 4
+    assert abs(moved / total - 0.3) < 0.08, moved / total  # 240 boxes: 3.5 sigma
+
+
 def test_downsampled_small_view_is_v2_at_half_size(square_image):
     d, box = square_image
     torch.manual_seed(5)
@@ -168,6 +186,37 @@ def test_network_losses_gradients_and_momentum():
     )
 
 
+def test_one_training_step_moves_online_by_gradient_and_target_by_ema():
+    from detectron2.engine import SimpleTrainer
+    from detectron2.utils.events import EventStorage
+
+    from d2ext.modeling.momentum import MomentumUpdateHook, cosine_momentum
+
+    model = _tiny_soco().train()
+    online0 = {k: p.detach().clone() for k, p in model.online.named_parameters()}
+    target0 = {k: p.detach().clone() for k, p in model.target.named_parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    lr = 0.5
+    trainer = SimpleTrainer(model, [_batch()], torch.optim.SGD(trainable, lr=lr))
+    hook = MomentumUpdateHook(0.99)
+    trainer.register_hooks([hook])
+    trainer.iter, trainer.max_iter = 0, 4
+    with EventStorage(0) as trainer.storage:
+        trainer.run_step()
+        hook.after_step()
+    m = cosine_momentum(0.99, 1, 4)
+    assert 0.99 < m < 1.0
+    for k, p in model.online.named_parameters():
+        torch.testing.assert_close(p.detach(), online0[k] - lr * p.grad, rtol=1e-6, atol=1e-6)
+    moved = 0
+    for k, p in model.target.named_parameters():
+        assert p.grad is None
+        expected = m * target0[k] + (1 - m) * dict(model.online.named_parameters())[k].detach()
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-6, atol=1e-6)
+        moved += not torch.equal(p, target0[k])
+    assert moved > 0  # the EMA did move the target (online weights changed by the step)
+
+
 def test_pairs_without_valid_boxes_give_zero_but_keep_the_graph():
     model = _tiny_soco().train()
     losses = model(_batch(levels_v3=-1))
@@ -198,3 +247,40 @@ def test_soco_checkpoint_loads_into_the_finetuning_detector():
         src = k.replace("roi_heads.box_head.", "online.box_head.", 1)
         src = src if src.startswith("online.") else "online." + k
         assert torch.equal(detector.state_dict()[k], state[src]), k
+
+
+def test_two_process_gloo_pretraining_step(tmp_path, demo_unlabeled_proposals):
+    """`--num-gpus 2` on CPU: two gloo processes run SoCo steps (DDP over the online network,
+    the momentum hook on each rank) and rank 0 writes the checkpoint."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from ..helpers import REPO, demo_data_root
+
+    root = demo_data_root()
+    env = dict(os.environ, DETECTRON2_DATASETS=os.path.dirname(root), PYTHONWARNINGS="ignore")
+    cmd = [
+        sys.executable,
+        os.path.join(REPO, "tools/train_net.py"),
+        "--num-gpus",
+        "2",
+        "--config-file",
+        os.path.join(REPO, PRETRAIN),
+        f"train.output_dir={tmp_path}",
+        "train.max_iter=2",
+        "train.log_period=1",
+        "train.device=cpu",
+        "dataloader.train.total_batch_size=4",
+        "dataloader.train.num_workers=0",
+        f"dataloader.train.mapper.proposals.cache_dir={demo_unlabeled_proposals}",
+    ]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "World size: 2" in (tmp_path / "log.txt").read_text()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]
+    last = [r for r in rows if "loss_v1_v2" in r][-1]
+    assert last["iteration"] == 1 and 0 < last["momentum"] <= 1
+    state = torch.load(tmp_path / "model_final.pth", map_location="cpu")["model"]
+    assert any(k.startswith("target.") for k in state) and "predictor.0.weight" in state
