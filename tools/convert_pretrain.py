@@ -2,7 +2,8 @@
 """Converts a pretraining checkpoint into a Detectron2 checkpoint of a detector.
 
     python tools/convert_pretrain.py SRC.pth DST.pth --map online_net.= [--map SRC=DST ...] \
-        [--keep-predictors] [--config-file DETECTOR_CONFIG.py] [--report REPORT.json]
+        [--keep-predictors] [--drop-source SUBSTRING] [--config-file DETECTOR_CONFIG.py] \
+        [--report REPORT.json]
 
 ``--map`` pairs rename key prefixes (first match wins; keys matching none are left out). With
 ``--config-file`` the result is compared with that detector: every key loaded, missing,
@@ -25,6 +26,13 @@ def parse_args(argv=None):
     parser.add_argument("dst")
     parser.add_argument("--map", action="append", required=True, metavar="SRC_PREFIX=DST_PREFIX")
     parser.add_argument("--keep-predictors", action="store_true")
+    parser.add_argument(
+        "--drop-source",
+        action="append",
+        default=[],
+        metavar="SUBSTRING",
+        help="leave out source keys containing it (AlignDet: projector)",
+    )
     parser.add_argument("--config-file", default=None, help="detector LazyConfig to compare with")
     parser.add_argument("--report", default=None, help="write the full key report here (json)")
     return parser.parse_args(argv)
@@ -46,7 +54,9 @@ def main(argv=None) -> dict:
         raise SystemExit(
             f"{args.src!r} holds no state dict (a dict of tensors, or one under 'model')"
         )
-    new, report = convert_state_dict(state, prefix_map, keep_predictors=args.keep_predictors)
+    new, report = convert_state_dict(
+        state, prefix_map, keep_predictors=args.keep_predictors, drop_source=args.drop_source
+    )
     out = {
         "converted": report.converted,
         "dropped_predictors": report.dropped_predictors,

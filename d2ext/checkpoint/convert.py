@@ -52,6 +52,7 @@ def convert_state_dict(
     prefix_map: Sequence[tuple[str, str]],
     keep_predictors: bool = False,
     predictor_patterns: Sequence[str] = DEFAULT_PREDICTOR_PATTERNS,
+    drop_source: Sequence[str] = (),
 ) -> tuple[dict[str, torch.Tensor], ConversionReport]:
     """Renames and filters a pretraining state dict.
 
@@ -61,6 +62,8 @@ def convert_state_dict(
             whose source prefix it starts with, and keys matching none are left out.
         keep_predictors: keep the detector's final classification / regression layers.
         predictor_patterns: regexes (on detector names) of those final layers.
+        drop_source: source keys containing any of these strings are left out (reported as
+            unused), e.g. AlignDet's "projector".
 
     Returns:
         (detector state dict, report).
@@ -72,6 +75,9 @@ def convert_state_dict(
     out: dict[str, torch.Tensor] = {}
     patterns = [re.compile(p) for p in predictor_patterns]
     for key, value in state_dict.items():
+        if any(part in key for part in drop_source):
+            report.unused.append(key)
+            continue
         for src, dst in prefix_map:
             if key.startswith(src):
                 new = dst + key[len(src) :]

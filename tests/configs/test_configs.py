@@ -58,7 +58,14 @@ def _use_demo_data(cfg, request):
     splits; pretraining configs get the unlabeled split and a proposal cache of it."""
     from detectron2.data import DatasetCatalog
 
-    if "SoCoDatasetMapper" in str(cfg.dataloader.train.mapper.get("_target_")):
+    mapper_target = str(cfg.dataloader.train.mapper.get("_target_"))
+    if "AlignDetDatasetMapper" in mapper_target:
+        cfg.dataloader.train.mapper.augmentations[0] = {
+            "_target_": "detectron2.data.transforms.ResizeShortestEdge",
+            "short_edge_length": 192,
+            "max_size": 320,
+        }
+    if "SoCoDatasetMapper" in mapper_target or "AlignDetDatasetMapper" in mapper_target:
         cfg.dataloader.train.dataset = {
             "_target_": "detectron2.data.get_detection_dataset_dicts",
             "names": "d2ext_demo_unlabeled",

@@ -1,0 +1,359 @@
+"""AlignDet's detectors and pretraining wrapper.
+
+Each detector is a subclass of detectron2's (Faster R-CNN's ROI heads, RetinaNet, FCOS) that
+adds ``align_forward(batched_inputs, with_losses)``: the detector runs as in training on the
+pseudo boxes, with its own assigner and its own regression losses, and returns the projector
+embeddings of its sampled training positions with the instance id each was assigned to (-1 for
+background). The classification branch is replaced by the projector (the classifier's
+parameters stay in the module, unused and frozen, so the detector remains a detectron2
+detector). The backbone's bottom-up network (ResNet) is frozen: no gradient, BN in eval mode.
+
+:class:`AlignDet` holds an online detector for view 1 and its momentum copy for view 2 and adds
+the box-level InfoNCE to the online detector's regression losses.
+"""
+
+import torch
+from detectron2.layers import cat
+from detectron2.modeling import FCOS, GeneralizedRCNN, RetinaNet, StandardROIHeads
+from detectron2.modeling.box_regression import _dense_box_regression_loss
+from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
+from detectron2.modeling.sampling import subsample_labels
+from detectron2.structures import Boxes, Instances, pairwise_iou
+from torch import nn
+
+from d2ext.modeling.momentum import make_target, momentum_update
+
+from .loss import box_infonce
+
+__all__ = [
+    "ALIGNDET_TO_DETECTRON2",
+    "AlignDet",
+    "AlignDetFCOS",
+    "AlignDetRCNN",
+    "AlignDetROIHeads",
+    "AlignDetRetinaNet",
+]
+
+# Prefix map of d2ext.checkpoint.convert_state_dict from an AlignDet checkpoint to the detector.
+ALIGNDET_TO_DETECTRON2 = (("online.", ""),)
+
+
+def _freeze(module: nn.Module) -> None:
+    for p in module.parameters():
+        p.requires_grad_(False)
+
+
+class _FrozenBottomUp:
+    """Mixin: ``backbone.bottom_up`` frozen and kept in eval mode; the classifier unused."""
+
+    def _freeze_for_alignment(self, classifier: nn.Module) -> None:
+        bottom_up = getattr(self.backbone, "bottom_up", None)
+        if bottom_up is None:
+            raise ValueError(
+                f"AlignDet freezes the backbone's bottom-up network; {type(self.backbone).__name__}"
+                " has no `bottom_up` (use an FPN backbone)"
+            )
+        _freeze(bottom_up)
+        _freeze(classifier)
+        bottom_up.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.backbone.bottom_up.eval()
+        return self
+
+
+def _ids_of(instances: Instances, matched: torch.Tensor) -> torch.Tensor:
+    """Instance id of each position's matched pseudo box, -1 where unmatched (< 0)."""
+    if len(instances) == 0:
+        return torch.full_like(matched, -1)
+    ids = instances.gt_ids[matched.clamp(min=0)]
+    return torch.where(matched >= 0, ids, torch.full_like(ids, -1))
+
+
+# ---------------------------------------------------------------------------------- R-CNN
+
+
+class AlignDetROIHeads(StandardROIHeads):
+    """StandardROIHeads whose classifier is replaced by a projector on the box head's output
+    (1024 -> 1024 -> 256 MLP); the box regression keeps detectron2's loss. Sampling is the
+    heads' own (AlignDet: 4096 RoIs per image, positive fraction 1.0)."""
+
+    def __init__(self, *, projector_hidden_dim: int = 1024, projector_dim: int = 256, **kwargs):
+        super().__init__(**kwargs)
+        width = self.box_head.output_shape.channels
+        self.projector = nn.Sequential(
+            nn.Linear(width, projector_hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(projector_hidden_dim, projector_dim),
+        )
+
+    def align(self, features, proposals, targets):
+        """(embeddings [R, D], ids [R], {"loss_box_reg"}) over the sampled RoIs of all images."""
+        proposals = self.label_and_sample_proposals(proposals, targets)
+        x = self.box_pooler(
+            [features[f] for f in self.box_in_features], [p.proposal_boxes for p in proposals]
+        )
+        x = self.box_head(x).flatten(1)
+        gt_classes = cat([p.gt_classes for p in proposals])
+        ids = cat(
+            [p.gt_ids if p.has("gt_ids") else torch.full_like(p.gt_classes, -1) for p in proposals]
+        )
+        ids = torch.where(gt_classes < self.num_classes, ids, -1)  # background RoIs: -1
+        proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals])
+        gt_boxes = cat(
+            [(p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor for p in proposals]
+        )
+        predictor = self.box_predictor
+        loss = predictor.box_reg_loss(proposal_boxes, gt_boxes, predictor.bbox_pred(x), gt_classes)
+        weight = predictor.loss_weight.get("loss_box_reg", 1.0)
+        return self.projector(x), ids, {"loss_box_reg": loss * weight}
+
+
+class AlignDetRCNN(_FrozenBottomUp, GeneralizedRCNN):
+    """Faster R-CNN (detectron2's GeneralizedRCNN with :class:`AlignDetROIHeads`) for
+    box-domain pretraining: RPN losses and the R-CNN box regression on the pseudo boxes."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(self.roi_heads, AlignDetROIHeads):
+            raise TypeError(f"AlignDetRCNN needs AlignDetROIHeads, got {type(self.roi_heads)}")
+        self._freeze_for_alignment(self.roi_heads.box_predictor.cls_score)
+
+    def align_forward(self, batched_inputs: list[dict], with_losses: bool = True):
+        images = self.preprocess_image(batched_inputs)
+        gt = [x["instances"].to(self.device) for x in batched_inputs]
+        features = self.backbone(images.tensor)
+        proposals, rpn_losses = self.proposal_generator(images, features, gt)
+        emb, ids, roi_losses = self.roi_heads.align(features, proposals, gt)
+        return ({**rpn_losses, **roi_losses} if with_losses else {}), emb, ids
+
+
+# ---------------------------------------------------------------------------------- dense
+
+
+class _AlignDense(_FrozenBottomUp):
+    """Shared ``align_forward`` of RetinaNet and FCOS: head -> per-position embeddings and box
+    predictions; the detector's own anchor assignment; its regression losses; ``num_samples``
+    positions per image (positives first) for the contrastive loss."""
+
+    num_samples: int
+
+    def _setup_alignment(self, projector: nn.Module, num_samples: int) -> None:
+        self.head.projector = projector
+        self.num_samples = num_samples
+        self._freeze_for_alignment(self.head.cls_score)
+
+    def align_forward(self, batched_inputs: list[dict], with_losses: bool = True):
+        images = self.preprocess_image(batched_inputs)
+        gt = [x["instances"].to(self.device) for x in batched_inputs]
+        features = self.backbone(images.tensor)
+        features = [features[f] for f in self.head_in_features]
+        emb, predictions = self._align_head(features)
+        anchors = self.anchor_generator(features)
+        matched = [self._match(anchors, inst) for inst in gt]
+        losses = self._align_losses(anchors, predictions, matched, gt) if with_losses else {}
+        emb = cat(emb, dim=1)  # [N, R, D]
+        out_emb, out_ids = [], []
+        for i, (m, inst) in enumerate(zip(matched, gt)):
+            # labels for the sampler: 0 = matched, 1 = background, -1 = ignored
+            labels = torch.where(m >= 0, 0, torch.where(m == -1, 1, -1))
+            pos, neg = subsample_labels(labels, self.num_samples, 1.0, 1)
+            keep = torch.cat([pos, neg])
+            out_emb.append(emb[i, keep])
+            out_ids.append(_ids_of(inst, m[keep]))
+        return losses, cat(out_emb), cat(out_ids)
+
+    def _regression_targets(self, matched, gt):
+        pos_mask = torch.stack([m >= 0 for m in matched])
+        gt_boxes = [
+            inst.gt_boxes.tensor[m.clamp(min=0)]
+            if len(inst)
+            else torch.zeros(len(m), 4, device=m.device)
+            for m, inst in zip(matched, gt)
+        ]
+        return pos_mask, gt_boxes
+
+
+class AlignDetRetinaNet(_AlignDense, RetinaNet):
+    """RetinaNet with the classification conv replaced by the projector
+    Conv1x1-ReLU-Conv1x1(A x 256) on the classification subnet; anchors are assigned by the
+    detector's own IoU matcher; its box regression loss (detectron2's type and beta)."""
+
+    def __init__(self, *, projector_dim: int = 256, num_samples: int = 2048, **kwargs):
+        super().__init__(**kwargs)
+        width = self.head.cls_score.in_channels
+        num_anchors = self.head.cls_score.out_channels // self.num_classes
+        self.projector_dim = projector_dim
+        projector = nn.Sequential(
+            nn.Conv2d(width, width, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, num_anchors * projector_dim, 1),
+        )
+        self._setup_alignment(projector, num_samples)
+
+    def _align_head(self, features):
+        emb, deltas = [], []
+        for f in features:
+            emb.append(
+                permute_to_N_HWA_K(self.head.projector(self.head.cls_subnet(f)), self.projector_dim)
+            )
+            deltas.append(permute_to_N_HWA_K(self.head.bbox_pred(self.head.bbox_subnet(f)), 4))
+        return emb, {"deltas": deltas}
+
+    @torch.no_grad()
+    def _match(self, anchors: list[Boxes], instances: Instances) -> torch.Tensor:
+        """Per anchor: index of its pseudo box, -1 background, -2 ignored (IoU in between)."""
+        iou = pairwise_iou(instances.gt_boxes, Boxes.cat(anchors))
+        matched, labels = self.anchor_matcher(iou)
+        if len(instances) == 0:
+            return torch.full_like(matched, -1)
+        matched = matched.clone()
+        matched[labels == 0] = -1
+        matched[labels == -1] = -2
+        return matched
+
+    def _align_losses(self, anchors, predictions, matched, gt):
+        pos_mask, gt_boxes = self._regression_targets(matched, gt)
+        normalizer = self._ema_update("loss_normalizer", max(int(pos_mask.sum()), 1), 100)
+        loss = _dense_box_regression_loss(
+            anchors,
+            self.box2box_transform,
+            predictions["deltas"],
+            gt_boxes,
+            pos_mask,
+            box_reg_loss_type=self.box_reg_loss_type,
+            smooth_l1_beta=self.smooth_l1_beta,
+        )
+        return {"loss_box_reg": loss / normalizer}
+
+
+class AlignDetFCOS(_AlignDense, FCOS):
+    """FCOS with the classification conv replaced by the projector Conv3x3-ReLU-Conv1x1(256)
+    on the classification subnet; locations are assigned by FCOS's own rule (centre sampling,
+    scale ranges, smallest box); its GIoU and centerness losses."""
+
+    def __init__(self, *, projector_dim: int = 256, num_samples: int = 2048, **kwargs):
+        super().__init__(**kwargs)
+        width = self.head.cls_score.in_channels
+        self.projector_dim = projector_dim
+        projector = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, projector_dim, 1),
+        )
+        self._setup_alignment(projector, num_samples)
+
+    def _align_head(self, features):
+        emb, deltas, ctr = [], [], []
+        for f in features:
+            emb.append(
+                permute_to_N_HWA_K(self.head.projector(self.head.cls_subnet(f)), self.projector_dim)
+            )
+            box_feature = self.head.bbox_subnet(f)
+            deltas.append(permute_to_N_HWA_K(self.head.bbox_pred(box_feature), 4))
+            ctr.append(permute_to_N_HWA_K(self.head.ctrness(box_feature), 1))
+        return emb, {"deltas": deltas, "ctrness": ctr}
+
+    @torch.no_grad()
+    def _match(self, anchors: list[Boxes], instances: Instances) -> torch.Tensor:
+        """Per location: index of its pseudo box (FCOS's rule), -1 background."""
+        if len(instances) == 0:
+            n = sum(len(a) for a in anchors)
+            return torch.full((n,), -1, dtype=torch.int64, device=anchors[0].device)
+        quality, matched = self._match_anchors(instances.gt_boxes, anchors).max(dim=0)
+        matched[quality < 1e-5] = -1
+        return matched
+
+    def _align_losses(self, anchors, predictions, matched, gt):
+        pos_mask, gt_boxes = self._regression_targets(matched, gt)
+        normalizer = self._ema_update("loss_normalizer", max(int(pos_mask.sum()), 1), 300)
+        loss_loc = _dense_box_regression_loss(
+            anchors,
+            self.box2box_transform,
+            predictions["deltas"],
+            gt_boxes,
+            pos_mask,
+            box_reg_loss_type="giou",
+        )
+        ctr_targets = self.compute_ctrness_targets(anchors, gt_boxes)
+        ctr = torch.cat(predictions["ctrness"], dim=1).squeeze(2)
+        loss_ctr = nn.functional.binary_cross_entropy_with_logits(
+            ctr[pos_mask], ctr_targets[pos_mask], reduction="sum"
+        )
+        return {"loss_fcos_loc": loss_loc / normalizer, "loss_fcos_ctr": loss_ctr / normalizer}
+
+
+# ---------------------------------------------------------------------------------- wrapper
+
+
+class AlignDet(nn.Module):
+    """Box-domain pretraining of a detector (Li et al., ICCV 2023).
+
+    The online detector sees view 1 and is trained by its regression losses on the pseudo boxes
+    plus the box-level InfoNCE (``loss_align``, weight ``loss_weight``); the momentum detector
+    (an EMA copy, updated by :class:`d2ext.modeling.MomentumUpdateHook` through
+    :meth:`momentum_update`) sees view 2 without gradient. Instance ids of
+    :class:`AlignDetDatasetMapper` are offset per image so they are unique in the batch.
+
+    Args:
+        detector: an ``AlignDet*`` detector (any module with ``align_forward``).
+        temperature: of the InfoNCE (0.5).
+        loss_weight: of the InfoNCE.
+        copy_keys: parameter names copied rather than averaged by the momentum update (DETR's
+            query embeddings).
+    """
+
+    def __init__(
+        self,
+        *,
+        detector: nn.Module,
+        temperature: float = 0.5,
+        loss_weight: float = 1.0,
+        copy_keys: tuple[str, ...] = (),
+    ):
+        super().__init__()
+        if not hasattr(detector, "align_forward"):
+            raise TypeError(
+                f"{type(detector).__name__} has no align_forward; use an AlignDet* detector"
+            )
+        self.online = detector
+        self.target = make_target(detector)
+        self.temperature = temperature
+        self.loss_weight = loss_weight
+        self.copy_keys = tuple(copy_keys)
+
+    @property
+    def device(self) -> torch.device:
+        return self.online.device
+
+    def momentum_update(self, momentum: float) -> None:
+        momentum_update(self.online, self.target, momentum, self.copy_keys)
+
+    @staticmethod
+    def _views(batched_inputs: list[dict], index: int) -> list[dict]:
+        """View ``index`` of every image, with instance ids offset to be unique in the batch."""
+        out, offset = [], 0
+        for d in batched_inputs:
+            view = dict(d["views"][index])
+            inst = view["instances"]
+            fields = dict(inst.get_fields())
+            fields["gt_ids"] = fields["gt_ids"] + offset
+            view["instances"] = Instances(inst.image_size, **fields)
+            out.append(view)
+            offset += int(d["num_ids"])
+        return out
+
+    def forward(self, batched_inputs: list[dict]):
+        if not batched_inputs:
+            raise ValueError("AlignDet got an empty batch")
+        losses, queries, query_ids = self.online.align_forward(self._views(batched_inputs, 0))
+        with torch.no_grad():
+            _, keys, key_ids = self.target.align_forward(
+                self._views(batched_inputs, 1), with_losses=False
+            )
+        if not self.training:
+            return {"queries": queries, "query_ids": query_ids, "keys": keys, "key_ids": key_ids}
+        loss = box_infonce(queries, query_ids, keys, key_ids, self.temperature)
+        losses["loss_align"] = loss * self.loss_weight
+        return losses

@@ -1,0 +1,23 @@
+"""Demo fine-tuning for AlignDet: the demo FCOS (R18, 128-channel FPN P3-P7) on the demo
+shapes, with AlignDet's fine-tuning rule (lr x1.5, wd x0.5 of the detector's default
+SGD 0.01, wd 1e-4), 300 iterations, batch 4.
+
+From AlignDet:  train.init_checkpoint=<extracted AlignDet checkpoint> (backbone, FPN, head)
+Baseline:       train.init_checkpoint=<the same backbone alone>     (FPN and head random)
+"""
+
+from ....configs.baselines.faster_rcnn_R18_FPN_demo import dataloader
+from ....configs.common.optim import SGD as optimizer
+from ....configs.common.schedules import multistep as lr_multiplier
+from ....configs.common.train import train
+from .common.detectors import fcos_demo as model
+
+optimizer.lr = 0.01 * 1.5
+optimizer.weight_decay = 1e-4 * 0.5
+train.max_iter = 300
+train.clip_grad_norm = 5.0
+train.checkpointer.period = 100
+train.eval_period = 0
+train.log_period = 20
+train.output_dir = "output/aligndet_fcos_R18_FPN_demo_finetune"
+lr_multiplier.warmup_iter = 50
