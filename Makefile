@@ -14,15 +14,20 @@ data: setup
 	$(PY) datasets/prepare_demo.py
 
 # make demo: the baseline detector. make demo MODE=soco: SoCo pretraining -> fine-tuning vs the
-# same fine-tuning from random initialisation (projects/SoCo/run_demo.py).
+# same fine-tuning from random initialisation (projects/SoCo/run_demo.py). make demo
+# MODE=aligndet [DETECTOR=faster_rcnn|retinanet|fcos]: AlignDet box-domain pretraining ->
+# fine-tuning vs the same backbone with random neck and heads (projects/AlignDet/run_demo.py).
 MODE ?= baseline
+DETECTOR ?= faster_rcnn
 demo: data
 ifeq ($(MODE),soco)
 	$(PY) projects/SoCo/run_demo.py
+else ifeq ($(MODE),aligndet)
+	$(PY) projects/AlignDet/run_demo.py --detector $(DETECTOR)
 else ifeq ($(MODE),baseline)
 	$(PY) tools/train_net.py --resume --config-file configs/baselines/faster_rcnn_R18_FPN_demo.py
 else
-	@echo "unknown MODE=$(MODE); use MODE=baseline or MODE=soco" >&2; exit 2
+	@echo "unknown MODE=$(MODE); use MODE=baseline, MODE=soco or MODE=aligndet" >&2; exit 2
 endif
 
 test: setup

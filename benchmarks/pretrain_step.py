@@ -1,14 +1,18 @@
-"""One SoCo pretraining step against the sum of its parts, and the mapper's speed against the
-step's, measured in the same run.
+"""One SoCo or AlignDet pretraining step against the sum of its parts, and the mapper's speed
+against the step's, measured in the same run.
 
     python benchmarks/pretrain_step.py [--config CONFIG] [--batch 8] [--steps 5] [--repeats 3]
 
 (default config: projects/SoCo/configs/soco_R18_FPN_4conv1fc_demo.py)
 
-Step: ``model(batch)`` (online + predictor and target on the three views, the four BYOL pair
-losses), backward, optimizer step and momentum update, as the trainer runs it.
-Parts: online forward (backbone + FPN + RoIAlign + box head + projector + predictor) and
+Step: ``model(batch)``, backward, optimizer step and momentum update, as the trainer runs it.
+SoCo: online + predictor and target on the three views, the four BYOL pair losses.
+AlignDet: online detector on view 1 (its regression losses), momentum detector on view 2, the
+box InfoNCE.
+Parts: SoCo: online forward (backbone + FPN + RoIAlign + box head + projector + predictor) and
 backward on each view, plus the target's forward on each view, each timed on its own.
+AlignDet: the online detector's ``align_forward`` + backward of its losses (and of its
+embeddings), plus the momentum detector's ``align_forward``.
 Overhead = step / parts - 1 (issue target: at most 15 %). Timings are the median over
 ``--steps`` steps of the best of ``--repeats`` interleaved rounds (steps and parts alternate, so
 machine noise hits both alike).
@@ -70,8 +74,11 @@ def run(config: str, batch: int, steps: int, repeats: int, threads: int | None):
     generate_demo_data()
     register_all_datasets()
     cfg = LazyConfig.load(config)
+    aligndet = "AlignDet" in str(cfg.model._target_)
     tmp = tempfile.mkdtemp(prefix="d2ext_bench_")
-    cfg.dataloader.train.mapper.proposals.cache_dir = _proposal_cache(os.path.join(tmp, "props"))
+    cfg.dataloader.train.mapper.proposals.cache_dir = _proposal_cache(
+        os.path.join(tmp, "props"), "ratio3size0008" if aligndet else "ratio3size0308"
+    )
     cfg.dataloader.train.mapper.proposals.key = "image_id"
     mapper = instantiate(cfg.dataloader.train.mapper)
     dicts = get_detection_dataset_dicts("d2ext_demo_unlabeled", filter_empty=False)
@@ -92,8 +99,23 @@ def run(config: str, batch: int, steps: int, repeats: int, threads: int | None):
         optimizer.step()
         model.momentum_update(0.99)
 
+    def parts_aligndet(data):
+        """Online detector forward + backward on view 1, momentum detector forward on view 2."""
+        t = time.perf_counter()
+        losses, emb, _ = model.online.align_forward(model._views(data, 0))
+        (sum(losses.values()) + emb.square().mean()).backward()
+        t_online = time.perf_counter() - t
+        t = time.perf_counter()
+        with torch.no_grad():
+            model.target.align_forward(model._views(data, 1), with_losses=False)
+        t_target = time.perf_counter() - t
+        optimizer.zero_grad(set_to_none=True)
+        return t_online, t_target
+
     def parts(data):
         """Online forward + backward per view, target forward per view; seconds of each."""
+        if aligndet:
+            return parts_aligndet(data)
         t_online = t_target = 0.0
         for v in range(len(data[0]["views"])):
             images = torch.stack([d["views"][v] for d in data])
@@ -136,10 +158,11 @@ def run(config: str, batch: int, steps: int, repeats: int, threads: int | None):
     print(
         f"config: {os.path.relpath(config, REPO)}, batch {batch}, threads {torch.get_num_threads()}"
     )
-    print(f"  online fwd+bwd (3 views) {t_online * 1e3:8.1f} ms")
-    print(f"  target fwd (3 views)     {t_target * 1e3:8.1f} ms")
+    online_views, target_views = ("view 1", "view 2") if aligndet else ("3 views", "3 views")
+    print(f"  online fwd+bwd ({online_views}) {t_online * 1e3:8.1f} ms")
+    print(f"  target fwd ({target_views})     {t_target * 1e3:8.1f} ms")
     print(f"  sum of parts             {t_parts * 1e3:8.1f} ms")
-    print(f"  SoCo step                {t_step * 1e3:8.1f} ms")
+    print(f"  {'AlignDet' if aligndet else 'SoCo'} step            {t_step * 1e3:8.1f} ms")
     overhead = t_step / t_parts - 1.0
     print(f"  overhead = step / parts - 1: {overhead * 100:+.1f} % (target <= 15 %)")
     print(f"  mapper: {mapper_rate:.1f} images/s per worker; step: {step_rate:.1f} images/s")
