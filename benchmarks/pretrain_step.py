@@ -41,16 +41,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(REPO, "projects", "SoCo", "configs", "soco_R18_FPN_4conv1fc_demo.py")
 
 
-def _proposal_cache(cache_dir: str) -> str:
-    from d2ext.proposals import SOCO_FILTER, dataset_items, generate_proposals
+def _proposal_cache(cache_dir: str, filter_name: str) -> str:
+    from d2ext.proposals import dataset_items, filter_from_name, generate_proposals
 
-    generate_proposals(
-        dataset_items("d2ext_demo_unlabeled"),
-        cache_dir,
-        filt=SOCO_FILTER,
-        workers=2,
-        progress=False,
-    )
+    filt = filter_from_name(filter_name)
+    items = dataset_items("d2ext_demo_unlabeled")
+    generate_proposals(items, cache_dir, filt=filt, workers=2, progress=False)
     return cache_dir
 
 
