@@ -43,3 +43,23 @@ def load_tool(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def train_two_gloo_processes(config: str, output_dir, overrides: list[str]) -> list[dict]:
+    """Runs ``tools/train_net.py --num-gpus 2`` on CPU (two gloo processes) with ``config``
+    (relative to the repository) and ``overrides``; checks it succeeded with world size 2 and
+    returns the rows of its metrics.json."""
+    import json
+    import subprocess
+    import sys
+
+    root = demo_data_root()
+    env = dict(os.environ, DETECTRON2_DATASETS=os.path.dirname(root), PYTHONWARNINGS="ignore")
+    cmd = [sys.executable, os.path.join(REPO, "tools/train_net.py"), "--num-gpus", "2"]
+    cmd += ["--config-file", os.path.join(REPO, config), f"train.output_dir={output_dir}"]
+    cmd += ["train.device=cpu", *overrides]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "World size: 2" in open(os.path.join(output_dir, "log.txt")).read()
+    with open(os.path.join(output_dir, "metrics.json")) as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -250,36 +250,17 @@ def test_soco_checkpoint_loads_into_the_finetuning_detector():
 
 
 def test_two_process_gloo_pretraining_step(tmp_path, demo_unlabeled_proposals):
-    """`--num-gpus 2` on CPU: two gloo processes run SoCo steps (DDP over the online network,
-    the momentum hook on each rank) and rank 0 writes the checkpoint."""
-    import json
-    import os
-    import subprocess
-    import sys
+    """`--num-gpus 2` on CPU: two gloo processes run pretraining steps."""
+    from ..helpers import train_two_gloo_processes
 
-    from ..helpers import REPO, demo_data_root
-
-    root = demo_data_root()
-    env = dict(os.environ, DETECTRON2_DATASETS=os.path.dirname(root), PYTHONWARNINGS="ignore")
-    cmd = [
-        sys.executable,
-        os.path.join(REPO, "tools/train_net.py"),
-        "--num-gpus",
-        "2",
-        "--config-file",
-        os.path.join(REPO, PRETRAIN),
-        f"train.output_dir={tmp_path}",
+    overrides = [
         "train.max_iter=2",
         "train.log_period=1",
-        "train.device=cpu",
         "dataloader.train.total_batch_size=4",
         "dataloader.train.num_workers=0",
         f"dataloader.train.mapper.proposals.cache_dir={demo_unlabeled_proposals}",
     ]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "World size: 2" in (tmp_path / "log.txt").read_text()
-    rows = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]
+    rows = train_two_gloo_processes(PRETRAIN, tmp_path, overrides)
     last = [r for r in rows if "loss_v1_v2" in r][-1]
     assert last["iteration"] == 1 and 0 < last["momentum"] <= 1
     state = torch.load(tmp_path / "model_final.pth", map_location="cpu")["model"]
