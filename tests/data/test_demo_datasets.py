@@ -28,7 +28,7 @@ def test_registered_splits_load_with_detectron2():
         dicts = DatasetCatalog.get(split.name)
         assert len(dicts) == split.num_images
         meta = MetadataCatalog.get(split.name)
-        assert meta.thing_classes == list(split.classes)
+        assert meta.thing_classes == list(split.category_names)
         if split.labeled:
             assert meta.evaluator_type == "coco" and os.path.isfile(meta.json_file)
             assert sum(len(d["annotations"]) for d in dicts) >= split.num_images

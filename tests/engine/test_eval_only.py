@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from detectron2.evaluation import DatasetEvaluator
 
 from d2ext.engine import do_train
 from d2ext.engine.train_loop import argument_parser, main
@@ -50,3 +51,86 @@ def test_eval_only_with_missing_checkpoint_fails_clearly(tmp_path):
     args.opts = [o for o in args.opts if not o.startswith("train.init_checkpoint")]
     with pytest.raises(ValueError, match="init_checkpoint"):
         main(args)
+
+
+class _Recorder:
+    """A context factory and an evaluator that record what the evaluation saw."""
+
+    log: list = []
+
+    def __init__(self, tag):
+        self.tag = tag
+
+    def __call__(self, model):
+        import contextlib
+
+        @contextlib.contextmanager
+        def ctx():
+            model.tag = self.tag
+            _Recorder.log.append(("enter", self.tag))
+            yield
+            model.tag = None
+            _Recorder.log.append(("exit", self.tag))
+
+        return ctx()
+
+
+def _batches(n):
+    return [[k] for k in range(n)]
+
+
+class _TagEvaluator(DatasetEvaluator):
+    def __init__(self, tag):
+        self.tag, self.seen = tag, []
+
+    def reset(self):
+        self.seen = []
+
+    def process(self, inputs, outputs):
+        self.seen += outputs
+
+    def evaluate(self):
+        in_context = sum(t == "vocab_a" for t in self.seen)
+        return {"bbox": {"AP": float(len(self.seen)), "in_context": float(in_context)}}
+
+
+def test_do_test_scores_each_dataset_under_its_context(tmp_path):
+    """dataloader.tests: every entry evaluated by its own evaluator, inside its context, which
+    is exited afterwards; entries set to null are skipped."""
+    import torch
+    from detectron2.config import LazyCall as L
+    from omegaconf import OmegaConf
+
+    from d2ext.engine import do_test
+
+    class Model(torch.nn.Module):
+        tag = None
+
+        def forward(self, batch):
+            return [self.tag for _ in batch]
+
+    cfg = OmegaConf.create(
+        {
+            "train": {"output_dir": str(tmp_path)},
+            "dataloader": {
+                "tests": {
+                    "a": {
+                        "loader": L(_batches)(n=3),
+                        "evaluator": L(_TagEvaluator)(tag="a"),
+                        "context": L(_Recorder)(tag="vocab_a"),
+                    },
+                    "b": {"loader": L(_batches)(n=1), "evaluator": L(_TagEvaluator)(tag="b")},
+                    "c": None,
+                }
+            },
+        }
+    )
+    _Recorder.log.clear()
+    model = Model()
+    results = do_test(cfg, model)
+    assert set(results) == {"a", "b"}
+    assert results["a"]["bbox"] == {"AP": 3.0, "in_context": 3.0}
+    assert results["b"]["bbox"] == {"AP": 1.0, "in_context": 0.0}  # outside any context
+    assert _Recorder.log == [("enter", "vocab_a"), ("exit", "vocab_a")] and model.tag is None
+    saved = json.loads((tmp_path / "eval_results.json").read_text())
+    assert saved["a"]["bbox"]["AP"] == 3.0

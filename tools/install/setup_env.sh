@@ -39,7 +39,7 @@ trap on_error ERR
 hash_of() { cat "$@" | sha256sum | cut -c1-16; }
 stamp_ok() { [ -f "$STAMPS/$1" ] && [ "$(cat "$STAMPS/$1")" = "$2" ]; }
 stamp_set() { mkdir -p "$STAMPS" && echo "$2" >"$STAMPS/$1"; }
-pip_() { "$PY" -m pip --disable-pip-version-check -q "$@"; }
+pip_() { "$PY" -m pip --disable-pip-version-check --no-cache-dir -q "$@"; }
 
 STEP=venv
 if [ ! -x "$PY" ]; then
@@ -53,6 +53,13 @@ if "$PY" -c "import torch, torchvision, sys; sys.exit(not (torch.__version__.spl
   say "torch $TORCH_VERSION / torchvision $TORCHVISION_VERSION: present"
 else
   say "installing torch==$TORCH_VERSION torchvision==$TORCHVISION_VERSION"
+  # the CUDA build of torch with its nvidia libraries fills about 6 GB of the venv
+  FREE_KB=$(df -Pk "$(dirname "$VENV")" | awk 'NR==2 {print $4}')
+  if [ "${FREE_KB:-0}" -lt 7000000 ]; then
+    echo "[setup] only $((FREE_KB / 1024)) MB free where $VENV lives; torch needs about 7 GB." >&2
+    echo "[setup] Free some space (old venvs, output/ checkpoints, /tmp) or set D2EXT_VENV elsewhere." >&2
+    false
+  fi
   pip_ install "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
 fi
 

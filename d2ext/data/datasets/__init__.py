@@ -9,6 +9,7 @@ from detectron2.data.datasets import load_coco_json
 
 from .demo import DEMO_SPLITS, Split, _json_path, demo_root, generate_demo_data, split_is_complete
 from .image_folder import IMAGE_EXTENSIONS, image_folder_dicts, list_image_folder
+from .large_vocabulary import register_large_vocabulary_datasets
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -17,6 +18,7 @@ __all__ = [
     "list_image_folder",
     "register_all_datasets",
     "register_demo_datasets",
+    "register_large_vocabulary_datasets",
 ]
 
 
@@ -56,7 +58,7 @@ def register_demo_datasets(root: str | None = None) -> None:
             continue
         DatasetCatalog.register(split.name, lambda r=root, s=split: _load_split(r, s))
         meta = {
-            "thing_classes": list(split.classes),
+            "thing_classes": list(split.category_names),
             "image_root": os.path.join(root, "images", split.dirname),
         }
         if split.labeled:
@@ -68,3 +70,4 @@ def register_all_datasets() -> None:
     """Registers the datasets d2ext adds. detectron2's builtin datasets (COCO, LVIS, ...)
     stay registered as detectron2 registers them, under ``$DETECTRON2_DATASETS``."""
     register_demo_datasets()
+    register_large_vocabulary_datasets()

@@ -11,6 +11,9 @@ same images and annotations. Datasets (names as registered in detectron2's catal
   "ring" ~ "circle" and "rectangle" ~ "square" are near neighbours).
 - ``d2ext_demo_unlabeled``: images with objects of both vocabularies and no annotations, the
   pool for self-supervised pretraining.
+- ``d2ext_demo_synonyms_val``: objects of all nine classes, labelled with near-synonyms
+  ("circular disc", "square block", ...) that no training split uses: ScaleDet's zero-shot
+  evaluation.
 
 Files live under ``$DETECTRON2_DATASETS/d2ext_demo`` (default ``./datasets``), laid out as
 ``{images/<split>/*.jpg, annotations/<split>.json}``.
@@ -26,10 +29,28 @@ from PIL import Image, ImageDraw
 
 from d2ext.utils.io import atomic_write_bytes
 
-__all__ = ["DEMO_SPLITS", "SHAPES_CLASSES", "SIGNS_CLASSES", "demo_root", "generate_demo_data"]
+__all__ = [
+    "DEMO_SPLITS",
+    "SHAPES_CLASSES",
+    "SIGNS_CLASSES",
+    "SYNONYMS",
+    "demo_root",
+    "generate_demo_data",
+]
 
 SHAPES_CLASSES = ("circle", "square", "triangle", "star", "cross")
 SIGNS_CLASSES = ("triangle", "hexagon", "ring", "rectangle", "diamond")
+SYNONYMS = (  # in the order of dict.fromkeys(SHAPES_CLASSES + SIGNS_CLASSES)
+    "circular disc",
+    "square block",
+    "triangular sign",
+    "five-pointed star",
+    "cross mark",
+    "hexagonal tile",
+    "ring shape",
+    "rectangular box",
+    "diamond shape",
+)
 FORMAT_VERSION = 1
 
 
@@ -41,6 +62,11 @@ class Split:
     num_images: int
     seed: int
     labeled: bool = True
+    names: tuple[str, ...] | None = None  # category names if not the drawn classes' own
+
+    @property
+    def category_names(self) -> tuple[str, ...]:
+        return self.names or self.classes
 
 
 DEMO_SPLITS = (
@@ -55,6 +81,16 @@ DEMO_SPLITS = (
         400,
         5,
         labeled=False,
+    ),
+    # Every class of both datasets, named by near-synonyms no training set uses: ScaleDet's
+    # zero-shot evaluation (labels never trained).
+    Split(
+        "d2ext_demo_synonyms_val",
+        "synonyms_val",
+        tuple(dict.fromkeys(SHAPES_CLASSES + SIGNS_CLASSES)),
+        80,
+        6,
+        names=SYNONYMS,
     ),
 )
 IMAGE_SIZES = ((240, 320), (320, 240), (288, 288))  # (height, width)
@@ -213,7 +249,7 @@ def _generate_split(root: str, split: Split, photos) -> None:
     coco = {
         "info": {"description": f"d2ext demo split {split.name}", "version": FORMAT_VERSION},
         "images": images,
-        "categories": [{"id": k + 1, "name": c} for k, c in enumerate(split.classes)],
+        "categories": [{"id": k + 1, "name": c} for k, c in enumerate(split.category_names)],
     }
     if split.labeled:
         coco["annotations"] = annotations

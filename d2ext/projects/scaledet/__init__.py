@@ -1,0 +1,49 @@
+"""ScaleDet (Chen et al., CVPR 2023): one detector over several datasets in a unified label space
+of text embeddings, trained with hard- and soft-label losses; any vocabulary at test time."""
+
+from .label_space import UnifiedLabelSpace, build_unified_label_space
+from .modeling import (
+    ScaleDetCascadeROIHeads,
+    ScaleDetOutputLayers,
+    ScaleDetROIHeads,
+    VocabularySwap,
+    encode_vocabulary,
+    scaledet_losses,
+    set_vocabulary,
+)
+from .text_embeddings import (
+    DEFAULT_PROMPTS,
+    build_text_encoder,
+    dataset_label_names,
+    encode_labels,
+    label_embeddings,
+    label_similarity,
+    label_space_mappings,
+    label_space_names,
+    load_text_embeddings,
+    read_embedding_file,
+    save_text_embeddings,
+)
+
+__all__ = [
+    "DEFAULT_PROMPTS",
+    "ScaleDetCascadeROIHeads",
+    "ScaleDetOutputLayers",
+    "ScaleDetROIHeads",
+    "UnifiedLabelSpace",
+    "VocabularySwap",
+    "build_text_encoder",
+    "build_unified_label_space",
+    "dataset_label_names",
+    "encode_labels",
+    "encode_vocabulary",
+    "label_embeddings",
+    "label_similarity",
+    "label_space_mappings",
+    "label_space_names",
+    "load_text_embeddings",
+    "read_embedding_file",
+    "save_text_embeddings",
+    "scaledet_losses",
+    "set_vocabulary",
+]

@@ -1,0 +1,295 @@
+"""ScaleDet's classifier: region features scored against label text embeddings, trained with
+the hard-label and soft-label losses of ScaleDet (Chen et al., CVPR 2023, Sec. 3.2).
+
+For a region feature x the predictor computes v = W x (a linear projection to the text width
+D) and, for every label c of the current vocabulary with fixed unit text embedding t_c,
+
+    cos_c = <v / |v|, t_c>,    logit_c = cos_c / tau + b                      (Eq. 4-5)
+    L_hard = sum_c BCE(sigmoid(logit_c), y_c) / R       y one-hot, background all zeros  (Eq. 6)
+    L_soft = mean over foreground regions and c of (cos_c - S[y, c])^2               (Eq. 7)
+    L_cls = L_hard + lambda * L_soft
+
+S is the label similarity matrix (cosine of the text embeddings rescaled to [0, 1]). Box
+regression is class-agnostic (the vocabulary can change at test time) and its loss is
+detectron2's. The vocabulary is a non-persistent buffer: checkpoints do not carry it, so a
+trained model loads under any vocabulary (open-vocabulary inference).
+"""
+
+import contextlib
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from detectron2.layers import cat
+from detectron2.modeling.roi_heads import CascadeROIHeads, FastRCNNOutputLayers, StandardROIHeads
+from torch import nn
+
+from .text_embeddings import DEFAULT_PROMPTS, build_text_encoder, encode_labels, label_similarity
+
+__all__ = [
+    "ScaleDetCascadeROIHeads",
+    "ScaleDetOutputLayers",
+    "ScaleDetROIHeads",
+    "VocabularySwap",
+    "encode_vocabulary",
+    "scaledet_losses",
+    "set_vocabulary",
+]
+
+
+def scaledet_losses(
+    cos: torch.Tensor,
+    logits: torch.Tensor,
+    gt_classes: torch.Tensor,
+    similarity: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ScaleDet's hard- and soft-label losses.
+
+    Args:
+        cos: (R, C) cosine between each region's projected feature and each label embedding.
+        logits: (R, C) the hard-label logits (cos / tau + bias).
+        gt_classes: (R,) labels in [0, C], C meaning background.
+        similarity: (C, C) label similarity in [0, 1].
+
+    Returns:
+        (L_hard, L_soft): BCE summed over labels and averaged over the R regions; MSE averaged
+        over the foreground regions and the C labels (0 when no region is foreground).
+    """
+    num_regions, num_classes = logits.shape
+    if num_regions == 0:
+        zero = logits.sum() * 0.0
+        return zero, zero
+    target = F.one_hot(gt_classes, num_classes + 1)[:, :num_classes].to(logits.dtype)
+    hard = F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / num_regions
+    fg = gt_classes < num_classes
+    if fg.any():
+        soft = F.mse_loss(cos[fg], similarity[gt_classes[fg]].to(cos.dtype))
+    else:
+        soft = cos.sum() * 0.0
+    return hard, soft
+
+
+class ScaleDetOutputLayers(FastRCNNOutputLayers):
+    """FastRCNNOutputLayers whose classifier is the cosine to fixed label text embeddings.
+
+    ``cls_score`` is the projection W (input -> D); ``forward`` returns (R, C + 1) logits, the
+    last column a constant 0 for detectron2's background slot (ignored by the sigmoid
+    inference and by the losses).
+    """
+
+    def __init__(
+        self,
+        input_shape,
+        *,
+        text_embeddings: torch.Tensor,
+        temperature: float = 0.02,
+        soft_loss_weight: float = 1.0,
+        similarity_rescale: str = "minmax",
+        bias_prior_prob: float | None = 0.01,
+        num_classes: int | None = None,
+        **kwargs,
+    ):
+        """
+        Args:
+            text_embeddings: (C, D) label embeddings of the training vocabulary (the unified
+                label space); rows are L2-normalised here.
+            temperature: tau of the hard-label logits.
+            soft_loss_weight: lambda, the weight of the soft-label loss.
+            similarity_rescale: how cosines become S in [0, 1] (see ``label_similarity``).
+            bias_prior_prob: initialise a learned logit bias b to the log-odds of this prior
+                (None: no bias). ScaleDet does not say; Detic's zero-shot classifier does this.
+            num_classes: optional; must equal C when given.
+            kwargs: FastRCNNOutputLayers' arguments (box2box_transform, test_score_thresh...).
+        """
+        if text_embeddings.ndim != 2:
+            raise ValueError(f"text_embeddings must be (C, D), got {tuple(text_embeddings.shape)}")
+        num_labels = text_embeddings.shape[0]
+        if num_classes is not None and num_classes != num_labels:
+            raise ValueError(
+                f"num_classes={num_classes} but the text embeddings have {num_labels} labels"
+            )
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        kwargs.update(cls_agnostic_bbox_reg=True, use_sigmoid_ce=True, use_fed_loss=False)
+        super().__init__(input_shape, num_classes=num_labels, **kwargs)
+        dim = text_embeddings.shape[1]
+        self.cls_score = nn.Linear(self.cls_score.in_features, dim)
+        nn.init.normal_(self.cls_score.weight, std=0.01)
+        nn.init.constant_(self.cls_score.bias, 0.0)
+        self.temperature = temperature
+        self.soft_loss_weight = soft_loss_weight
+        self.similarity_rescale = similarity_rescale
+        if bias_prior_prob is None:
+            self.register_buffer("cls_bias", torch.zeros(1), persistent=False)
+        else:
+            init = -math.log((1 - bias_prior_prob) / bias_prior_prob)
+            self.cls_bias = nn.Parameter(torch.full((1,), init))
+        self.register_buffer("text_embeddings", torch.empty(0, dim), persistent=False)
+        self.register_buffer("similarity", torch.empty(0, 0), persistent=False)
+        self.set_vocabulary(text_embeddings)
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.cls_score.out_features
+
+    def set_vocabulary(self, embeddings: torch.Tensor) -> None:
+        """Replaces the label embeddings (C', D); C' may differ from C."""
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.embedding_dim:
+            raise ValueError(
+                f"vocabulary embeddings must be (C, {self.embedding_dim}), "
+                f"got {tuple(embeddings.shape)}"
+            )
+        if embeddings.shape[0] == 0:
+            raise ValueError("the vocabulary is empty")
+        if not torch.isfinite(embeddings).all():
+            raise ValueError("vocabulary embeddings contain NaN or inf")
+        device = self.cls_score.weight.device
+        emb = F.normalize(embeddings.detach().float(), dim=1).to(device)
+        self.text_embeddings = emb
+        self.similarity = label_similarity(emb, self.similarity_rescale)
+        self.num_classes = emb.shape[0]
+
+    def cosine(self, x: torch.Tensor) -> torch.Tensor:
+        """(R, C) cosine between the projected region features and the label embeddings."""
+        v = F.normalize(self.cls_score(x.flatten(1)), dim=1)  # [R, D]
+        return v @ self.text_embeddings.T  # [R, C]
+
+    def forward(self, x):
+        x = x.flatten(1)
+        logits = self.cosine(x) / self.temperature + self.cls_bias  # [R, C]
+        scores = torch.cat([logits, logits.new_zeros(logits.shape[0], 1)], dim=1)  # [R, C+1]
+        return scores, self.bbox_pred(x)
+
+    def losses(self, predictions, proposals):
+        scores, proposal_deltas = predictions
+        logits = scores[:, :-1]
+        cos = (logits - self.cls_bias) * self.temperature
+        if len(proposals):
+            gt_classes = cat([p.gt_classes for p in proposals], dim=0)
+            proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
+            gt_boxes = cat(
+                [(p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor for p in proposals],
+                dim=0,
+            )
+        else:
+            gt_classes = proposal_deltas.new_empty(0, dtype=torch.long)
+            proposal_boxes = gt_boxes = proposal_deltas.new_empty((0, 4))
+        hard, soft = scaledet_losses(cos, logits, gt_classes, self.similarity)
+        losses = {
+            "loss_cls": hard,
+            "loss_cls_soft": self.soft_loss_weight * soft,
+            "loss_box_reg": self.box_reg_loss(
+                proposal_boxes, gt_boxes, proposal_deltas, gt_classes
+            ),
+        }
+        return {k: v * self.loss_weight.get(k, 1.0) for k, v in losses.items()}
+
+
+class _VocabularyMixin:
+    def _predictors(self) -> list[ScaleDetOutputLayers]:
+        preds = self.box_predictor
+        preds = list(preds) if isinstance(preds, nn.ModuleList) else [preds]
+        for p in preds:
+            if not isinstance(p, ScaleDetOutputLayers):
+                raise TypeError(f"{type(self).__name__} needs ScaleDetOutputLayers, got {type(p)}")
+        return preds
+
+    def _check_num_classes(self):
+        counts = {p.num_classes for p in self._predictors()}
+        if len(counts) != 1:
+            raise ValueError(f"cascade stages have different vocabularies: {counts}")
+        self.num_classes = counts.pop()
+
+    @property
+    def vocabulary(self) -> torch.Tensor:
+        """The (C, D) label embeddings in use."""
+        return self._predictors()[0].text_embeddings
+
+    def set_vocabulary(self, embeddings: torch.Tensor) -> None:
+        """Makes the model detect the C' labels whose text embeddings are given (C', D)."""
+        for p in self._predictors():
+            p.set_vocabulary(embeddings)
+        self.num_classes = embeddings.shape[0]
+
+
+class ScaleDetROIHeads(_VocabularyMixin, StandardROIHeads):
+    """StandardROIHeads with a :class:`ScaleDetOutputLayers` predictor; ``num_classes`` follows
+    the predictor's vocabulary (give it or leave it out)."""
+
+    def __init__(self, *, box_predictor, num_classes: int | None = None, **kwargs):
+        super().__init__(
+            box_predictor=box_predictor,
+            num_classes=num_classes or box_predictor.num_classes,
+            **kwargs,
+        )
+        if num_classes is not None and num_classes != box_predictor.num_classes:
+            raise ValueError(
+                f"roi_heads.num_classes={num_classes} but the vocabulary has "
+                f"{box_predictor.num_classes} labels"
+            )
+        self._check_num_classes()
+
+
+class ScaleDetCascadeROIHeads(_VocabularyMixin, CascadeROIHeads):
+    """CascadeROIHeads whose every stage predictor is a :class:`ScaleDetOutputLayers`."""
+
+    def __init__(self, *, box_predictors, num_classes: int | None = None, **kwargs):
+        n = box_predictors[0].num_classes
+        if num_classes is not None and num_classes != n:
+            raise ValueError(f"roi_heads.num_classes={num_classes} but the vocabulary has {n}")
+        super().__init__(box_predictors=box_predictors, num_classes=n, **kwargs)
+        self._check_num_classes()
+
+
+def _roi_heads(model):
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    heads = getattr(model, "roi_heads", None)
+    if not isinstance(heads, _VocabularyMixin):
+        raise TypeError(f"{type(model).__name__} has no ScaleDet ROI heads")
+    return heads
+
+
+def encode_vocabulary(
+    names: Sequence[str], encoder=None, prompts: Sequence[str] = DEFAULT_PROMPTS
+) -> torch.Tensor:
+    """Text embeddings (C, D) of any label list, by ``encoder`` (default the offline sentence
+    encoder; it must be the one the model was trained with)."""
+    encoder = encoder or build_text_encoder("sentence")
+    return torch.from_numpy(encode_labels(encoder, list(names), prompts))
+
+
+def set_vocabulary(model, vocabulary, encoder=None, prompts=DEFAULT_PROMPTS) -> torch.Tensor:
+    """Swaps a ScaleDet model's vocabulary.
+
+    Args:
+        model: a detector (or its DDP wrapper) with ScaleDet ROI heads.
+        vocabulary: a (C', D) tensor of text embeddings, or a list of label names to encode
+            with ``encoder`` and ``prompts``.
+
+    Returns:
+        The previous (C, D) embeddings, to restore them later.
+    """
+    heads = _roi_heads(model)
+    if not torch.is_tensor(vocabulary):
+        vocabulary = encode_vocabulary(vocabulary, encoder, prompts)
+    old = heads.vocabulary.clone()
+    heads.set_vocabulary(vocabulary)
+    return old
+
+
+class VocabularySwap:
+    """A test-time vocabulary as a config value: ``VocabularySwap(embeddings)(model)`` is a
+    context manager that sets the vocabulary and restores the previous one on exit (the
+    engine's per-dataset evaluation uses it as ``dataloader.tests.<name>.context``)."""
+
+    def __init__(self, embeddings: torch.Tensor):
+        self.embeddings = embeddings
+
+    @contextlib.contextmanager
+    def __call__(self, model):
+        old = set_vocabulary(model, self.embeddings)
+        try:
+            yield model
+        finally:
+            set_vocabulary(model, old)
