@@ -18,7 +18,8 @@ data: setup
 # MODE=aligndet [DETECTOR=faster_rcnn|retinanet|fcos]: AlignDet box-domain pretraining ->
 # fine-tuning vs the same backbone with random neck and heads (projects/AlignDet/run_demo.py).
 # make demo MODE=scaledet: ScaleDet joint training on shapes + signs vs each single-dataset
-# model, per-dataset and zero-shot evaluation (projects/ScaleDet/run_demo.py).
+# model, per-dataset and zero-shot evaluation (projects/ScaleDet/run_demo.py). make demo
+# MODE=imted: MAE pretraining -> imTED vs encoder-only fine-tuning (projects/imTED/run_demo.py).
 MODE ?= baseline
 DETECTOR ?= faster_rcnn
 demo: data
@@ -28,10 +29,12 @@ else ifeq ($(MODE),aligndet)
 	$(PY) projects/AlignDet/run_demo.py --detector $(DETECTOR)
 else ifeq ($(MODE),scaledet)
 	$(PY) projects/ScaleDet/run_demo.py
+else ifeq ($(MODE),imted)
+	$(PY) projects/imTED/run_demo.py
 else ifeq ($(MODE),baseline)
 	$(PY) tools/train_net.py --resume --config-file configs/baselines/faster_rcnn_R18_FPN_demo.py
 else
-	@echo "unknown MODE=$(MODE); use MODE=baseline, soco, aligndet or scaledet" >&2; exit 2
+	@echo "unknown MODE=$(MODE); use MODE=baseline, soco, aligndet, scaledet or imted" >&2; exit 2
 endif
 
 test: setup

@@ -26,6 +26,9 @@ def tiny_overrides(cfg, output_dir: str, max_iter: int = 1):
     cfg.train.log_period = 1
     cfg.dataloader.train.total_batch_size = 2
     cfg.dataloader.train.num_workers = 0
+    heads = cfg.model.get("roi_heads")
+    if heads is not None and "batch_size_per_image" in heads:
+        heads.batch_size_per_image = 16  # heavy box heads (imTED's decoder) cost per RoI
     for key in ("evaluator", "tests"):
         if key in cfg.dataloader:
             del cfg.dataloader[key]

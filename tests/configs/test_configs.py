@@ -107,7 +107,9 @@ def _use_demo_data(cfg, request):
                 "max_size": 400,
             }
         ]
-    assert all(n in DatasetCatalog.list() for n in [cfg.dataloader.train.dataset.names])
+    names = cfg.dataloader.train.dataset.names
+    names = [names] if isinstance(names, str) else list(names)
+    assert all(n in DatasetCatalog.list() for n in names)
 
 
 @pytest.mark.parametrize("path", FULL)

@@ -7,6 +7,7 @@ import os
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
+from .coco_fewshot import register_coco_fewshot
 from .demo import DEMO_SPLITS, Split, _json_path, demo_root, generate_demo_data, split_is_complete
 from .image_folder import IMAGE_EXTENSIONS, image_folder_dicts, list_image_folder
 from .large_vocabulary import register_large_vocabulary_datasets
@@ -17,6 +18,7 @@ __all__ = [
     "image_folder_dicts",
     "list_image_folder",
     "register_all_datasets",
+    "register_coco_fewshot",
     "register_demo_datasets",
     "register_large_vocabulary_datasets",
 ]
@@ -71,3 +73,4 @@ def register_all_datasets() -> None:
     stay registered as detectron2 registers them, under ``$DETECTRON2_DATASETS``."""
     register_demo_datasets()
     register_large_vocabulary_datasets()
+    register_coco_fewshot()

@@ -1,0 +1,113 @@
+"""Loading an official MAE *full* checkpoint (encoder + decoder) into imTED."""
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["MAE_TO_IMTED", "MAEMappingReport", "mae_to_imted"]
+
+# official MAE key prefix -> imTED (detectron2) key prefix; first match wins
+MAE_TO_IMTED = (
+    ("cls_token", "backbone.net.cls_token"),
+    ("pos_embed", "backbone.net.pos_embed"),
+    ("patch_embed.", "backbone.net.patch_embed."),
+    ("blocks.", "backbone.net.blocks."),
+    ("norm.", "roi_heads.box_head.norm."),  # the encoder's final norm opens the box head
+    ("decoder_embed.", "roi_heads.box_head.decoder_embed."),
+    ("decoder_blocks.", "roi_heads.box_head.decoder_blocks."),
+    ("decoder_norm.", "roi_heads.box_head.decoder_norm."),
+)
+# used by MAE pretraining only: mask token, the decoder's full-image position embedding
+# (imTED uses a fixed 7x7 sin-cos one) and the pixel predictor
+MAE_UNUSED = ("mask_token", "decoder_pos_embed", "decoder_pred.")
+
+
+@dataclasses.dataclass
+class MAEMappingReport:
+    loaded: list[str]  # detector keys filled from the checkpoint
+    missing: list[str]  # detector keys (of the mapped modules) the checkpoint lacks
+    unexpected: list[str]  # checkpoint keys that map nowhere
+    unused: list[str]  # checkpoint keys imTED does not use by design
+    shape_mismatch: list[str]  # mapped keys whose shapes differ (left out)
+    interpolated: list[str]  # position embeddings resized to the model's grid
+
+    def summary(self) -> str:
+        return ", ".join(f"{len(v)} {k}" for k, v in dataclasses.asdict(self).items())
+
+
+def _resize_pos(pos: torch.Tensor, num_positions: int) -> torch.Tensor:
+    """[1, 1 + g*g, C] -> [1, 1 + G*G, C] (bicubic on the grid, cls position kept)."""
+    cls, grid = pos[:, :1], pos[:, 1:]
+    g, big = int(grid.shape[1] ** 0.5), int((num_positions - 1) ** 0.5)
+    if g * g != grid.shape[1] or big * big != num_positions - 1:
+        raise ValueError(f"position embedding of {pos.shape[1]} positions is not 1 + a square")
+    grid = grid.reshape(1, g, g, -1).permute(0, 3, 1, 2).float()
+    grid = F.interpolate(grid, size=(big, big), mode="bicubic", align_corners=False)
+    return torch.cat([cls, grid.permute(0, 2, 3, 1).reshape(1, big * big, -1).to(pos.dtype)], 1)
+
+
+def mae_to_imted(
+    checkpoint: dict, model: torch.nn.Module | None = None, load_decoder: bool = True
+) -> tuple[dict, MAEMappingReport]:
+    """Maps an official MAE full checkpoint onto imTED's keys.
+
+    Args:
+        checkpoint: the loaded file (``{"model": state_dict}`` as MAE saves it, or a bare
+            state dict).
+        model: the imTED detector; when given, shapes are checked, the position embedding is
+            interpolated to its grid, and ``missing`` lists its encoder / box-head keys the
+            checkpoint does not fill.
+        load_decoder: False maps the encoder only (imTED's "encoder-only" baseline: box head
+            randomly initialised).
+
+    Returns:
+        (state dict for ``model.load_state_dict(..., strict=False)``, report).
+    """
+    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or not state:
+        raise ValueError("not a checkpoint: expected a state dict, or one under 'model'")
+    keys = list(state)
+    if not any(k.startswith("blocks.") for k in keys) or "patch_embed.proj.weight" not in state:
+        sample = keys[:5]
+        raise ValueError(
+            "not an MAE checkpoint in the official layout (expected top-level 'blocks.N.', "
+            f"'patch_embed.proj.weight', 'decoder_blocks.N.'...); its first keys are {sample}. "
+            "A detectron2 or timm checkpoint needs its own converter."
+        )
+    has_decoder = any(k.startswith("decoder_blocks.") for k in keys)
+    if load_decoder and not has_decoder:
+        raise ValueError(
+            "the checkpoint has no decoder ('decoder_blocks.N.'): it is an encoder-only MAE "
+            "release; imTED needs the full one (or pass load_decoder=False for the baseline)"
+        )
+    target = model.state_dict() if model is not None else None
+    out, rep = {}, MAEMappingReport([], [], [], [], [], [])
+    for k, v in state.items():
+        if k.startswith(MAE_UNUSED):
+            rep.unused.append(k)
+            continue
+        new = next((d + k[len(s) :] for s, d in MAE_TO_IMTED if k.startswith(s)), None)
+        if new is None:
+            rep.unexpected.append(k)
+            continue
+        if not load_decoder and new.startswith("roi_heads."):
+            rep.unused.append(k)
+            continue
+        if target is not None:
+            if new not in target:
+                # the cls token is used only when the encoder keeps it in the sequence
+                (rep.unused if k == "cls_token" else rep.unexpected).append(k)
+                continue
+            if k == "pos_embed" and v.shape != target[new].shape:
+                v = _resize_pos(v, target[new].shape[1])
+                rep.interpolated.append(new)
+            if v.shape != target[new].shape:
+                rep.shape_mismatch.append(f"{k}: {tuple(v.shape)} vs {tuple(target[new].shape)}")
+                continue
+        out[new] = v
+        rep.loaded.append(new)
+    if target is not None:
+        prefixes = [d for _, d in MAE_TO_IMTED if load_decoder or not d.startswith("roi_heads.")]
+        rep.missing = [k for k in target if k.startswith(tuple(prefixes)) and k not in out]
+    return out, rep

@@ -1,0 +1,299 @@
+"""imTED (Zhang et al., ICCV 2023): the whole MAE encoder-decoder migrated into a two-stage
+detector. The encoder is detectron2's ViT, the ROI box head is the MAE decoder, and a
+multi-scale feature modulator adds pyramid RoI features to the single-scale ones.
+
+    image -> IMTEDViT (global attention, abs pos interpolated, optional cls token in sequence)
+          -> IMTEDFeaturePyramid: SimpleFeaturePyramid P2-P6 for the RPN and the modulator,
+             plus the last block's token map ("last_feat", stride 16)
+    RoI   -> RoIAlign 7x7 on last_feat  +  w * Conv1x1(RoIAlign 7x7 on P2-P5), w init 0
+          -> MAEDecoderHead: LN (encoder's final norm) -> Linear to decoder width
+             -> + fixed 2D sin-cos (7x7) -> decoder blocks -> mean pool -> LN
+          -> FastRCNNOutputLayers (class-specific boxes, GIoU loss weight 10)
+"""
+
+from functools import partial
+
+import torch
+from detectron2.layers import Conv2d, ShapeSpec
+from detectron2.modeling.backbone.utils import get_abs_pos
+from detectron2.modeling.backbone.vit import Block, SimpleFeaturePyramid, ViT
+from detectron2.modeling.poolers import ROIPooler
+from detectron2.modeling.roi_heads import StandardROIHeads
+from torch import nn
+
+__all__ = [
+    "IMTEDBoxPooler",
+    "IMTEDFeaturePyramid",
+    "IMTEDROIHeads",
+    "IMTEDViT",
+    "LayerDecay",
+    "MAEDecoderHead",
+    "MultiScaleFeatureModulator",
+    "sincos_pos_embed_2d",
+]
+
+
+def _sincos_1d(dim: int, pos: torch.Tensor) -> torch.Tensor:
+    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2.0))
+    out = pos.reshape(-1, 1).double() * omega[None]  # [M, dim/2]
+    return torch.cat([torch.sin(out), torch.cos(out)], dim=1)
+
+
+def sincos_pos_embed_2d(dim: int, grid_size: int) -> torch.Tensor:
+    """MAE's fixed 2D sin-cos position embedding (``get_2d_sincos_pos_embed``, no cls
+    position): [grid_size**2, dim], half the channels encode one axis, half the other."""
+    if dim % 4:
+        raise ValueError(f"sin-cos position embedding needs dim % 4 == 0, got {dim}")
+    g = torch.arange(grid_size, dtype=torch.float64)
+    gw, gh = torch.meshgrid(g, g, indexing="xy")  # MAE: np.meshgrid(grid_w, grid_h)
+    emb = torch.cat([_sincos_1d(dim // 2, gw), _sincos_1d(dim // 2, gh)], dim=1)
+    return emb.float()
+
+
+class IMTEDViT(ViT):
+    """detectron2's ViT as imTED's encoder: global attention in every block, no relative
+    position, the absolute position embedding interpolated to the input.
+
+    Args:
+        keep_cls_token: keep MAE's cls token in the token sequence (as imTED's encoder does);
+            it attends with the patch tokens and is dropped from the output map.
+        frozen: no parameter of the encoder is trained (few-shot fine-tuning).
+        kwargs: ViT's arguments (img_size, patch_size, embed_dim, depth, num_heads, ...).
+    """
+
+    def __init__(self, *, keep_cls_token: bool = False, frozen: bool = False, **kwargs):
+        kwargs.update(window_size=0, window_block_indexes=(), use_rel_pos=False)
+        kwargs.setdefault("residual_block_indexes", ())
+        kwargs.setdefault("norm_layer", partial(nn.LayerNorm, eps=1e-6))  # MAE's
+        super().__init__(**kwargs)
+        self.keep_cls_token = keep_cls_token
+        if keep_cls_token:
+            if self.pos_embed is None or not self.pretrain_use_cls_token:
+                raise ValueError("keep_cls_token needs use_abs_pos and pretrain_use_cls_token")
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, self.pos_embed.shape[-1]))
+            nn.init.trunc_normal_(self.cls_token, std=0.02)
+        self.frozen = frozen
+        if frozen:
+            for p in self.parameters():
+                p.requires_grad_(False)
+
+    def forward(self, x):
+        if not self.keep_cls_token:
+            return super().forward(x)
+        x = self.patch_embed(x)  # [B, H, W, C]
+        b, h, w, c = x.shape
+        x = x + get_abs_pos(self.pos_embed, True, (h, w))
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(b, -1, -1)  # [B, 1, C]
+        # blocks see [B, 1, 1 + HW, C]: with window_size 0 and no relative position, the
+        # attention is global over the flattened tokens, cls included
+        t = torch.cat([cls, x.reshape(b, h * w, c)], dim=1).unsqueeze(1)
+        for blk in self.blocks:
+            t = blk(t)
+        x = t[:, 0, 1:].reshape(b, h, w, c)
+        return {self._out_features[0]: x.permute(0, 3, 1, 2)}
+
+
+class IMTEDFeaturePyramid(SimpleFeaturePyramid):
+    """SimpleFeaturePyramid (P2-P5 from the last block, P6 by the top block) that also returns
+    the last block's token map under ``token_feature`` (default "last_feat", stride 16), the
+    input of imTED's single-scale RoIAlign."""
+
+    def __init__(self, *, token_feature: str = "last_feat", **kwargs):
+        super().__init__(**kwargs)
+        self.token_feature = token_feature
+
+    def output_shape(self):
+        shapes = super().output_shape()
+        shapes[self.token_feature] = self.net.output_shape()[self.in_feature]
+        return shapes
+
+    def forward(self, x):
+        captured = {}
+        handle = self.net.register_forward_hook(lambda m, i, out: captured.update(out))
+        try:
+            out = super().forward(x)
+        finally:
+            handle.remove()
+        out[self.token_feature] = captured[self.in_feature]
+        return out
+
+
+class MultiScaleFeatureModulator(nn.Module):
+    """RoIAlign 7x7 on the pyramid (each box on its detectron2 level), a shared 1x1 conv to the
+    encoder width, times a per-channel weight initialised to zero: at initialisation it adds
+    exactly nothing, so the migrated decoder starts from its pretrained input."""
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        out_channels: int,
+        scales,
+        output_size: int = 7,
+        sampling_ratio: int = 0,
+        pooler_type: str = "ROIAlignV2",
+    ):
+        super().__init__()
+        self.pooler = ROIPooler(output_size, tuple(scales), sampling_ratio, pooler_type)
+        self.conv = Conv2d(in_channels, out_channels, kernel_size=1)
+        self.weight = nn.Parameter(torch.zeros(out_channels))
+
+    def forward(self, features: list[torch.Tensor], boxes) -> torch.Tensor:
+        x = self.conv(self.pooler(features, boxes))  # [R, C_enc, 7, 7]
+        return x * self.weight[None, :, None, None]
+
+
+class IMTEDBoxPooler(nn.Module):
+    """The box head's input: RoIAlign on the token map (``features[0]``) plus the modulator
+    on the pyramid levels (``features[1:]``)."""
+
+    def __init__(self, single: ROIPooler, modulator: MultiScaleFeatureModulator | None = None):
+        super().__init__()
+        self.single = single
+        self.modulator = modulator
+        self.output_size = single.output_size
+
+    def forward(self, features: list[torch.Tensor], boxes) -> torch.Tensor:
+        x = self.single(features[:1], boxes)  # [R, C_enc, 7, 7]
+        if self.modulator is not None:
+            x = x + self.modulator(features[1:], boxes)
+        return x
+
+
+class MAEDecoderHead(nn.Module):
+    """The MAE decoder as a box head. Parameter names follow the MAE release
+    (``norm`` = the encoder's final norm, ``decoder_embed``, ``decoder_blocks.N``,
+    ``decoder_norm``) so an official full checkpoint maps onto it by prefix."""
+
+    def __init__(
+        self,
+        *,
+        input_shape: ShapeSpec,
+        decoder_dim: int = 512,
+        depth: int = 8,
+        num_heads: int = 16,
+        mlp_ratio: float = 4.0,
+        drop_path_rate: float = 0.0,
+    ):
+        """
+        Args:
+            input_shape: the RoI features, channels = encoder width, height = width = 7.
+            decoder_dim, depth, num_heads: MAE decoder size (ViT-B/L: 512, 8, 16; ViT-S: 256, 4).
+        """
+        super().__init__()
+        norm = partial(nn.LayerNorm, eps=1e-6)
+        c, size = input_shape.channels, input_shape.height or 7
+        self.norm = norm(c)
+        self.decoder_embed = nn.Linear(c, decoder_dim)
+        self.register_buffer(
+            "pos_embed", sincos_pos_embed_2d(decoder_dim, size)[None], persistent=False
+        )  # [1, 49, D]
+        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, depth)]
+        self.decoder_blocks = nn.ModuleList(
+            [
+                Block(
+                    decoder_dim,
+                    num_heads,
+                    mlp_ratio,
+                    qkv_bias=True,
+                    drop_path=dpr[i],
+                    norm_layer=norm,
+                )
+                for i in range(depth)
+            ]
+        )
+        self.decoder_norm = norm(decoder_dim)
+        self._size = size
+        self._output_size = decoder_dim
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m):
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.constant_(m.bias, 0)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.constant_(m.bias, 0)
+            nn.init.constant_(m.weight, 1.0)
+
+    @property
+    def output_shape(self) -> ShapeSpec:
+        return ShapeSpec(channels=self._output_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r, c, h, w = x.shape  # [R, C_enc, 7, 7]
+        if (h, w) != (self._size, self._size):
+            raise ValueError(
+                f"MAEDecoderHead built for {self._size}x{self._size} RoIs, got {h}x{w}"
+            )
+        if r == 0:  # no RoIs: detectron2's attention cannot reshape an empty batch
+            return self.decoder_norm(x.new_zeros(0, self._output_size))
+        t = x.flatten(2).transpose(1, 2)  # [R, 49, C_enc]
+        t = self.decoder_embed(self.norm(t)) + self.pos_embed  # [R, 49, D]
+        t = t.reshape(r, h, w, t.shape[-1])  # blocks take [B, H, W, D]; window 0: global attention
+        for blk in self.decoder_blocks:
+            t = blk(t)
+        t = t.reshape(r, h * w, t.shape[-1]).mean(dim=1)  # [R, D]
+        return self.decoder_norm(t)
+
+
+class IMTEDROIHeads(StandardROIHeads):
+    """StandardROIHeads fed by both paths: the single-scale RoIAlign on the encoder's token map
+    and the multi-scale modulator on the pyramid, through :class:`IMTEDBoxPooler`.
+
+    Args:
+        single_scale_feature: the token-map feature name (its stride sets the pooler scale).
+        single_scale_stride: that feature's stride (16 for patch 16).
+        modulator: a :class:`MultiScaleFeatureModulator`, or None for the single-scale path.
+        modulator_in_features: the pyramid levels it pools from (P2-P5).
+        box_pooler: optional; default RoIAlignV2 7x7 on the token map.
+        kwargs: StandardROIHeads' arguments (box_head = MAEDecoderHead, box_predictor, mask
+            branch on the pyramid...).
+    """
+
+    def __init__(
+        self,
+        *,
+        single_scale_feature: str = "last_feat",
+        single_scale_stride: int = 16,
+        modulator: MultiScaleFeatureModulator | None = None,
+        modulator_in_features=("p2", "p3", "p4", "p5"),
+        box_pooler: ROIPooler | None = None,
+        **kwargs,
+    ):
+        single = box_pooler or ROIPooler(7, (1.0 / single_scale_stride,), 0, "ROIAlignV2")
+        in_features = [single_scale_feature]
+        if modulator is not None:
+            in_features += list(modulator_in_features)
+        super().__init__(
+            box_in_features=in_features, box_pooler=IMTEDBoxPooler(single, modulator), **kwargs
+        )
+
+
+class LayerDecay:
+    """Layer-wise lr decay for imTED (detectron2's ``lr_factor_func``): encoder parameters
+    (``backbone.net.``) get rate**(L + 1 - layer) with layer 0 for the patch / position / cls
+    embeddings and i + 1 for block i; with ``num_decoder_layers`` (few-shot recipe) the box
+    head's decoder decays the same way (``norm``/``decoder_embed`` layer 0, decoder block j
+    layer j + 1). Everything else trains at the base lr."""
+
+    def __init__(self, rate: float, num_layers: int, num_decoder_layers: int = 0):
+        self.rate, self.num_layers, self.num_decoder_layers = rate, num_layers, num_decoder_layers
+
+    def __call__(self, name: str) -> float:
+        if name.startswith("backbone.net."):
+            sub = name[len("backbone.net.") :]
+            if sub.startswith(("pos_embed", "patch_embed", "cls_token")):
+                return self.rate ** (self.num_layers + 1)
+            if sub.startswith("blocks."):
+                return self.rate ** (self.num_layers - int(sub.split(".")[1]))
+            return 1.0
+        if self.num_decoder_layers and name.startswith("roi_heads.box_head."):
+            sub = name[len("roi_heads.box_head.") :]
+            n = self.num_decoder_layers
+            if sub.startswith(("norm.", "decoder_embed.")):
+                return self.rate ** (n + 1)
+            if sub.startswith("decoder_blocks."):
+                return self.rate ** (n - int(sub.split(".")[1]))
+        return 1.0

@@ -1,0 +1,25 @@
+"""imTED Faster R-CNN, ViT-B encoder + MAE decoder box head, COCO 3x (36 epochs at batch 16).
+
+    python tools/convert_mae.py mae_visualize_vit_base.pth imted_vit_b.pth \
+        --config-file projects/imTED/configs/imted_faster_rcnn_vit_b_3x_coco.py
+    python tools/train_net.py --num-gpus 8 \
+        --config-file projects/imTED/configs/imted_faster_rcnn_vit_b_3x_coco.py \
+        train.init_checkpoint=imted_vit_b.pth
+"""
+
+from ....configs.common.data.coco import dataloader
+from ....configs.common.schedules import multistep as lr_multiplier
+from ....configs.common.train import train
+from .common.imted import imted_model, imted_optimizer
+
+model = imted_model("B")
+optimizer = imted_optimizer(num_layers=12)
+
+dataloader.train.mapper.image_format = "RGB"  # MAE's normalisation (the model block's)
+dataloader.train.total_batch_size = 16
+train.max_iter = 270000  # 36 epochs of COCO train2017 at batch 16
+train.checkpointer.period = 10000
+train.output_dir = "output/imted_faster_rcnn_vit_b_3x_coco"
+train.init_checkpoint = ""  # an MAE full checkpoint converted by tools/convert_mae.py
+lr_multiplier.steps = (27 / 36, 33 / 36)  # lr x0.1 at epochs 27 and 33
+lr_multiplier.warmup_iter = 1000

@@ -1,0 +1,8 @@
+"""imTED Faster R-CNN with ViT-L (24 blocks, decoder 8 x 512), COCO 3x."""
+
+from .common.imted import imted_model, imted_optimizer
+from .imted_faster_rcnn_vit_b_3x_coco import dataloader, lr_multiplier, train
+
+model = imted_model("L", drop_path=0.2)
+optimizer = imted_optimizer(num_layers=24)
+train.output_dir = "output/imted_faster_rcnn_vit_l_3x_coco"

@@ -1,0 +1,48 @@
+"""imTED Faster R-CNN at demo scale: the MAE ViT-Tiny of mae_vit_tiny_demo.py (192 x 6) with
+its 128 x 2 decoder as the box head, on the embedded shapes, images read at short side
+288-352 (the ViT sees them at stride 16).
+
+imTED:        train.init_checkpoint=<tools/convert_mae.py of the MAE checkpoint>
+encoder only: train.init_checkpoint=<tools/convert_mae.py --encoder-only ...>  (head random)
+"""
+
+import detectron2.data.transforms as T
+from detectron2.config import LazyCall as L
+from detectron2.layers import ShapeSpec
+
+from ....configs.common.data.demo import dataloader
+from ....configs.common.schedules import multistep as lr_multiplier
+from ....configs.common.train import train
+from .common.imted import imted_model, imted_optimizer
+
+model = imted_model("S", num_classes=5, drop_path=0.0)
+model.backbone.net.update(embed_dim=192, depth=6, num_heads=3, img_size=160, pretrain_img_size=160)
+model.backbone.out_channels = 64
+model.proposal_generator.head.in_channels = 64
+model.roi_heads.modulator.out_channels = 192
+model.roi_heads.box_head.update(
+    input_shape=ShapeSpec(channels=192, height=7, width=7), decoder_dim=128, depth=2, num_heads=4
+)
+model.roi_heads.box_predictor.input_shape = ShapeSpec(channels=128)
+model.roi_heads.batch_size_per_image = 64  # the decoder head costs per RoI x 49 tokens
+model.proposal_generator.anchor_generator.sizes = [[16], [32], [64], [128], [256]]
+model.proposal_generator.pre_nms_topk = (1000, 500)
+model.proposal_generator.post_nms_topk = (500, 300)
+optimizer = imted_optimizer(num_layers=6)
+optimizer.lr = 2e-4
+
+dataloader.train.mapper.image_format = "RGB"
+dataloader.train.mapper.augmentations = [
+    L(T.ResizeShortestEdge)(short_edge_length=(288, 320, 352), max_size=480, sample_style="choice"),
+    L(T.RandomFlip)(horizontal=True),
+]
+dataloader.test.mapper.augmentations = [
+    L(T.ResizeShortestEdge)(short_edge_length=320, max_size=480)
+]
+train.max_iter = 400
+train.clip_grad_norm = 5.0
+train.checkpointer.period = 200
+train.eval_period = 0
+train.log_period = 20
+train.output_dir = "output/imted_demo/imted"
+lr_multiplier.warmup_iter = 100

@@ -1,0 +1,49 @@
+"""A compact MAE pretraining on the embedded images (unlabeled pool + the shapes and signs
+training images, labels unused): ViT-Tiny encoder (192 x 6, 3 heads, patch 16) and a
+128 x 2 decoder, 160-px crops, mask ratio 0.75. Its checkpoint has MAE's official key layout.
+
+    python tools/train_net.py --config-file projects/imTED/configs/mae_vit_tiny_demo.py
+"""
+
+from detectron2.config import LazyCall as L
+from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
+
+from d2ext.projects.imted import MAE, MAEDatasetMapper
+
+from ....configs.common.optim import AdamW as optimizer
+from ....configs.common.schedules import cosine as lr_multiplier
+from ....configs.common.train import train
+
+model = L(MAE)(
+    img_size=160,
+    patch_size=16,
+    embed_dim=192,
+    depth=6,
+    num_heads=3,
+    decoder_embed_dim=128,
+    decoder_depth=2,
+    decoder_num_heads=4,
+    mask_ratio=0.75,
+    norm_pix_loss=True,
+)
+dataloader = {
+    "train": L(build_detection_train_loader)(
+        dataset=L(get_detection_dataset_dicts)(
+            names=["d2ext_demo_unlabeled", "d2ext_demo_shapes_train", "d2ext_demo_signs_train"],
+            filter_empty=False,
+        ),
+        mapper=L(MAEDatasetMapper)(size="${model.img_size}", image_format="RGB"),
+        total_batch_size=32,
+        aspect_ratio_grouping=False,
+        num_workers=1,
+    )
+}
+optimizer.lr = 1.5e-4 * 32 / 256 * 4  # MAE's base lr x batch / 256 (x4: short schedule)
+optimizer.weight_decay = 0.05
+optimizer.betas = (0.9, 0.95)
+lr_multiplier.warmup_iter = 100
+train.max_iter = 800
+train.eval_period = 0
+train.log_period = 50
+train.checkpointer.period = 500
+train.output_dir = "output/imted_demo/mae"
