@@ -14,10 +14,9 @@ stand-in for the ImageNet backbone AlignDet starts from. Every step is resumable
 import argparse
 import json
 import os
-import subprocess
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from d2ext.utils.runs import REPO, read_eval_results, run_train_net
+
 CONFIGS = os.path.join(REPO, "projects", "AlignDet", "configs")
 BACKBONE = os.path.join(REPO, "configs", "baselines", "faster_rcnn_R18_FPN_demo.py")
 DETECTORS = {
@@ -25,13 +24,6 @@ DETECTORS = {
     "retinanet": ("aligndet_retinanet_R18_FPN_demo.py", "retinanet_R18_FPN_demo_finetune.py"),
     "fcos": ("aligndet_fcos_R18_FPN_demo.py", "fcos_R18_FPN_demo_finetune.py"),
 }
-
-
-def _train(config: str, output_dir: str, overrides: list[str]) -> None:
-    cmd = [sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--resume"]
-    cmd += ["--config-file", config, f"train.output_dir={output_dir}", *overrides]
-    print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, cwd=REPO)
 
 
 def _final(output_dir: str) -> dict:
@@ -44,11 +36,6 @@ def _save(path: str, state: dict, source: str) -> None:
     from d2ext.checkpoint.convert import save_detectron2_checkpoint
 
     save_detectron2_checkpoint(path, state, source=source)
-
-
-def _bbox(output_dir: str) -> dict:
-    with open(os.path.join(output_dir, "eval_results.json")) as f:
-        return json.load(f)["bbox"]
 
 
 def main(argv=None):
@@ -78,7 +65,7 @@ def main(argv=None):
     # 1. the backbone: supervised on the signs split, shared by every detector and seed
     backbone_dir = os.path.join(args.out, "backbone_signs")
     if not os.path.exists(os.path.join(backbone_dir, "model_final.pth")):
-        _train(
+        run_train_net(
             BACKBONE,
             backbone_dir,
             [
@@ -112,7 +99,7 @@ def main(argv=None):
         ]
         if args.pretrain_iters:
             extra.append(f"train.max_iter={args.pretrain_iters}")
-        _train(pretrain_cfg, pretrain_dir, extra)
+        run_train_net(pretrain_cfg, pretrain_dir, extra)
     extracted = os.path.join(run, "aligndet_detectron2.pth")
     if not os.path.exists(extracted):
         new, report = extract_aligndet(_final(pretrain_dir))
@@ -133,8 +120,8 @@ def main(argv=None):
                 extra = [f"train.seed={seed}", f"train.init_checkpoint={ckpt}"]
                 if args.finetune_iters:
                     extra.append(f"train.max_iter={args.finetune_iters}")
-                _train(finetune_cfg, run_dir, extra)
-            bbox = _bbox(run_dir)
+                run_train_net(finetune_cfg, run_dir, extra)
+            bbox = read_eval_results(run_dir)["bbox"]
             rows.append({"init": init, "seed": seed, "AP": bbox["AP"], "AP50": bbox["AP50"]})
 
     print(f"\n{args.detector}\n{'init':<14} {'seed':>4} {'AP':>6} {'AP50':>6}")

@@ -13,20 +13,12 @@ from their last checkpoint. The summary goes to <out>/summary.json.
 import argparse
 import json
 import os
-import subprocess
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from d2ext.utils.runs import REPO, read_eval_results, run_train_net
+
 CONFIGS = os.path.join(REPO, "projects", "SoCo", "configs")
 PRETRAIN = os.path.join(CONFIGS, "soco_R18_FPN_4conv1fc_demo.py")
 FINETUNE = os.path.join(CONFIGS, "faster_rcnn_R18_FPN_4conv1fc_demo.py")
-
-
-def _train(config: str, output_dir: str, overrides: list[str]) -> None:
-    cmd = [sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--resume"]
-    cmd += ["--config-file", config, f"train.output_dir={output_dir}", *overrides]
-    print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, cwd=REPO)
 
 
 def make_proposals(cache_dir: str, filter_name: str) -> None:
@@ -60,11 +52,6 @@ def convert(pretrain_dir: str, dst: str) -> None:
     save_detectron2_checkpoint(dst, new, source=pretrain_dir)
 
 
-def _bbox(output_dir: str) -> dict:
-    with open(os.path.join(output_dir, "eval_results.json")) as f:
-        return json.load(f)["bbox"]
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -93,7 +80,7 @@ def main(argv=None):
         extra = [f"dataloader.train.mapper.proposals.cache_dir={cache_dir}"]
         if args.pretrain_iters:
             extra.append(f"train.max_iter={args.pretrain_iters}")
-        _train(PRETRAIN, pretrain_dir, extra)
+        run_train_net(PRETRAIN, pretrain_dir, extra)
     converted = os.path.join(args.out, "soco_detectron2.pth")
     if not os.path.exists(converted):
         convert(pretrain_dir, converted)
@@ -106,8 +93,8 @@ def main(argv=None):
                 extra = [f"train.seed={seed}", f"train.init_checkpoint={ckpt}"]
                 if args.finetune_iters:
                     extra.append(f"train.max_iter={args.finetune_iters}")
-                _train(FINETUNE, run_dir, extra)
-            bbox = _bbox(run_dir)
+                run_train_net(FINETUNE, run_dir, extra)
+            bbox = read_eval_results(run_dir)["bbox"]
             rows.append({"init": init, "seed": seed, "AP": bbox["AP"], "AP50": bbox["AP50"]})
 
     print(f"\n{'init':<8} {'seed':>4} {'AP':>6} {'AP50':>6}")
