@@ -40,6 +40,12 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--iters", type=int, default=None, help="default: the configs' 600")
     parser.add_argument("--out", default=os.path.join(REPO, "output", "scaledet_demo"))
+    parser.add_argument(
+        "--joint-2x",
+        action="store_true",
+        help="also train the joint model for twice the iterations (each dataset then gets "
+        "as many iterations as its single-dataset model)",
+    )
     args = parser.parse_args(argv)
 
     from d2ext.data import register_all_datasets
@@ -53,13 +59,20 @@ def main(argv=None):
     if args.iters:
         common.append(f"train.max_iter={args.iters}")
     rows = []
+    arms = dict(ARMS)
+    if args.joint_2x:
+        arms["joint 2x"] = ARMS["joint"]
     for seed in args.seeds:
-        for arm, config in ARMS.items():
-            tag = arm.split()[0]
+        for arm, config in arms.items():
+            tag = "joint2x" if arm == "joint 2x" else arm.split()[0]
             run_dir = os.path.join(args.out, f"{tag}_seed{seed}")
-            text = os.path.join(text_dir, "shapes+signs.npy" if tag == "joint" else f"{tag}.npy")
+            text = os.path.join(text_dir, f"{arm.split()[0]}.npy")
+            if arm.startswith("joint"):
+                text = os.path.join(text_dir, "shapes+signs.npy")
             if not os.path.exists(os.path.join(run_dir, "eval_results.json")):
                 overrides = [f"train.seed={seed}", f"scaledet.text.path={text}", *common]
+                if arm == "joint 2x":
+                    overrides.append(f"train.max_iter={2 * (args.iters or 600)}")
                 run_train_net(os.path.join(CONFIGS, config), run_dir, overrides)
             res = read_eval_results(run_dir)
             row = {"model": arm, "seed": seed}
@@ -94,7 +107,7 @@ def main(argv=None):
     for r in rows:
         print(f"{r['model']:<12} {r['seed']:>4} " + " ".join(f"{r[c]:17.2f}" for c in cols))
     mean = {}
-    for arm in ARMS:
+    for arm in arms:
         mine = [r for r in rows if r["model"] == arm]
         mean[arm] = {c: sum(r[c] for r in mine) / len(mine) for c in cols}
         print(f"{arm:<12} mean " + " ".join(f"{mean[arm][c]:17.2f}" for c in cols))

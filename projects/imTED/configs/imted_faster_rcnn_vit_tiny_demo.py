@@ -1,6 +1,6 @@
 """imTED Faster R-CNN at demo scale: the MAE ViT-Tiny of mae_vit_tiny_demo.py (192 x 6) with
 its 128 x 2 decoder as the box head, on the embedded shapes, images read at short side
-288-352 (the ViT sees them at stride 16).
+224-288 (the ViT sees them at stride 16).
 
 imTED:        train.init_checkpoint=<tools/convert_mae.py of the MAE checkpoint>
 encoder only: train.init_checkpoint=<tools/convert_mae.py --encoder-only ...>  (head random)
@@ -24,22 +24,22 @@ model.roi_heads.box_head.update(
     input_shape=ShapeSpec(channels=192, height=7, width=7), decoder_dim=128, depth=2, num_heads=4
 )
 model.roi_heads.box_predictor.input_shape = ShapeSpec(channels=128)
-model.roi_heads.batch_size_per_image = 64  # the decoder head costs per RoI x 49 tokens
+model.roi_heads.batch_size_per_image = 32  # the decoder head costs per RoI x 49 tokens
 model.proposal_generator.anchor_generator.sizes = [[16], [32], [64], [128], [256]]
 model.proposal_generator.pre_nms_topk = (1000, 500)
 model.proposal_generator.post_nms_topk = (500, 300)
 optimizer = imted_optimizer(num_layers=6)
-optimizer.lr = 2e-4
+optimizer.lr = 5e-4
 
 dataloader.train.mapper.image_format = "RGB"
 dataloader.train.mapper.augmentations = [
-    L(T.ResizeShortestEdge)(short_edge_length=(288, 320, 352), max_size=480, sample_style="choice"),
+    L(T.ResizeShortestEdge)(short_edge_length=(224, 256, 288), max_size=384, sample_style="choice"),
     L(T.RandomFlip)(horizontal=True),
 ]
 dataloader.test.mapper.augmentations = [
-    L(T.ResizeShortestEdge)(short_edge_length=320, max_size=480)
+    L(T.ResizeShortestEdge)(short_edge_length=256, max_size=384)
 ]
-train.max_iter = 400
+train.max_iter = 800
 train.clip_grad_norm = 5.0
 train.checkpointer.period = 200
 train.eval_period = 0
