@@ -146,8 +146,12 @@ def main(argv=None):
             f"{params[w] / 1e6:6.1f} M params"
         )
     ratio_t = median["imted"] / median["standard"]
-    ratio_m = mem["imted"] / max(mem["standard"], 1)
-    print(f"imTED / standard: time {ratio_t:.2f}x, peak memory {ratio_m:.2f}x")
+    if mem["standard"] > 0:
+        ratio_m = mem["imted"] / mem["standard"]
+        print(f"imTED / standard: time {ratio_t:.2f}x, peak memory {ratio_m:.2f}x")
+    else:  # the process peak (model build) was not exceeded: no usable CPU reading
+        ratio_m = None
+        print(f"imTED / standard: time {ratio_t:.2f}x, peak memory n/a on this device")
     return {"time_ms": median, "peak_bytes": mem, "time_ratio": ratio_t, "memory_ratio": ratio_m}
 
 
