@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-__all__ = ["REPO", "read_eval_results", "run_train_net"]
+__all__ = ["REPO", "finetune_arms", "print_comparison", "read_eval_results", "run_train_net"]
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -25,3 +25,43 @@ def read_eval_results(output_dir: str) -> dict:
     """The ``eval_results.json`` a run wrote (raises FileNotFoundError if it has none)."""
     with open(os.path.join(output_dir, "eval_results.json")) as f:
         return json.load(f)
+
+
+def finetune_arms(config: str, arms: dict, out_dir: str, seeds, max_iter=None) -> list[dict]:
+    """Fine-tunes ``config`` once per seed and arm (resumable: a run with eval results is kept).
+
+    Args:
+        arms: label -> (run-folder prefix, init checkpoint path or ""); each run goes to
+            ``<out_dir>/<prefix>_seed<seed>``.
+        max_iter: overrides the config's ``train.max_iter`` when given.
+
+    Returns:
+        One row per run: {"init": label, "seed", "AP", "AP50"}.
+    """
+    rows = []
+    for seed in seeds:
+        for label, (prefix, init) in arms.items():
+            run_dir = os.path.join(out_dir, f"{prefix}_seed{seed}")
+            if not os.path.exists(os.path.join(run_dir, "eval_results.json")):
+                extra = [f"train.seed={seed}", f"train.init_checkpoint={init}"]
+                if max_iter:
+                    extra.append(f"train.max_iter={max_iter}")
+                run_train_net(config, run_dir, extra)
+            bbox = read_eval_results(run_dir)["bbox"]
+            rows.append({"init": label, "seed": seed, "AP": bbox["AP"], "AP50": bbox["AP50"]})
+    return rows
+
+
+def print_comparison(rows: list[dict], labels, title: str = "") -> dict:
+    """Prints the rows of :func:`finetune_arms` and each arm's mean; returns the means
+    {label: {"AP", "AP50"}}."""
+    w = max(len(label) for label in labels)
+    print(f"\n{title}\n{'init':<{w}} {'seed':>4} {'AP':>6} {'AP50':>6}")
+    for r in rows:
+        print(f"{r['init']:<{w}} {r['seed']:>4} {r['AP']:6.2f} {r['AP50']:6.2f}")
+    mean = {}
+    for label in labels:
+        mine = [r for r in rows if r["init"] == label]
+        mean[label] = {k: sum(r[k] for r in mine) / len(mine) for k in ("AP", "AP50")}
+        print(f"{label:<{w}} mean {mean[label]['AP']:6.2f} {mean[label]['AP50']:6.2f}")
+    return mean

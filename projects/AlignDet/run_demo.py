@@ -15,7 +15,7 @@ import argparse
 import json
 import os
 
-from d2ext.utils.runs import REPO, read_eval_results, run_train_net
+from d2ext.utils.runs import REPO, finetune_arms, print_comparison, run_train_net
 
 CONFIGS = os.path.join(REPO, "projects", "AlignDet", "configs")
 BACKBONE = os.path.join(REPO, "configs", "baselines", "faster_rcnn_R18_FPN_demo.py")
@@ -111,27 +111,12 @@ def main(argv=None):
         _save(extracted, new, pretrain_dir)
 
     # 5. fine-tuning from AlignDet and from the backbone alone
-    rows = []
-    for seed in args.seeds:
-        for init, ckpt in (("AlignDet", extracted), ("backbone only", backbone_only)):
-            tag = "aligndet" if init == "AlignDet" else "baseline"
-            run_dir = os.path.join(run, f"finetune_{tag}_seed{seed}")
-            if not os.path.exists(os.path.join(run_dir, "eval_results.json")):
-                extra = [f"train.seed={seed}", f"train.init_checkpoint={ckpt}"]
-                if args.finetune_iters:
-                    extra.append(f"train.max_iter={args.finetune_iters}")
-                run_train_net(finetune_cfg, run_dir, extra)
-            bbox = read_eval_results(run_dir)["bbox"]
-            rows.append({"init": init, "seed": seed, "AP": bbox["AP"], "AP50": bbox["AP50"]})
-
-    print(f"\n{args.detector}\n{'init':<14} {'seed':>4} {'AP':>6} {'AP50':>6}")
-    for r in rows:
-        print(f"{r['init']:<14} {r['seed']:>4} {r['AP']:6.2f} {r['AP50']:6.2f}")
-    mean = {}
-    for init in ("AlignDet", "backbone only"):
-        mine = [r for r in rows if r["init"] == init]
-        mean[init] = {k: sum(r[k] for r in mine) / len(mine) for k in ("AP", "AP50")}
-        print(f"{init:<14} mean {mean[init]['AP']:6.2f} {mean[init]['AP50']:6.2f}")
+    arms = {
+        "AlignDet": ("finetune_aligndet", extracted),
+        "backbone only": ("finetune_baseline", backbone_only),
+    }
+    rows = finetune_arms(finetune_cfg, arms, run, args.seeds, args.finetune_iters)
+    mean = print_comparison(rows, arms, title=args.detector)
     gain = mean["AlignDet"]["AP"] - mean["backbone only"]["AP"]
     print(f"AlignDet - baseline: AP {gain:+.2f}")
     summary = {"detector": args.detector, "runs": rows, "mean": mean, "ap_gain": gain}

@@ -14,7 +14,7 @@ import argparse
 import json
 import os
 
-from d2ext.utils.runs import REPO, read_eval_results, run_train_net
+from d2ext.utils.runs import REPO, finetune_arms, print_comparison, run_train_net
 
 CONFIGS = os.path.join(REPO, "projects", "SoCo", "configs")
 PRETRAIN = os.path.join(CONFIGS, "soco_R18_FPN_4conv1fc_demo.py")
@@ -85,26 +85,9 @@ def main(argv=None):
     if not os.path.exists(converted):
         convert(pretrain_dir, converted)
 
-    rows = []
-    for seed in args.seeds:
-        for init, ckpt in (("SoCo", converted), ("scratch", "")):
-            run_dir = os.path.join(args.out, f"finetune_{init.lower()}_seed{seed}")
-            if not os.path.exists(os.path.join(run_dir, "eval_results.json")):
-                extra = [f"train.seed={seed}", f"train.init_checkpoint={ckpt}"]
-                if args.finetune_iters:
-                    extra.append(f"train.max_iter={args.finetune_iters}")
-                run_train_net(FINETUNE, run_dir, extra)
-            bbox = read_eval_results(run_dir)["bbox"]
-            rows.append({"init": init, "seed": seed, "AP": bbox["AP"], "AP50": bbox["AP50"]})
-
-    print(f"\n{'init':<8} {'seed':>4} {'AP':>6} {'AP50':>6}")
-    for r in rows:
-        print(f"{r['init']:<8} {r['seed']:>4} {r['AP']:6.2f} {r['AP50']:6.2f}")
-    mean = {}
-    for init in ("SoCo", "scratch"):
-        mine = [r for r in rows if r["init"] == init]
-        mean[init] = {k: sum(r[k] for r in mine) / len(mine) for k in ("AP", "AP50")}
-        print(f"{init:<8} mean {mean[init]['AP']:6.2f} {mean[init]['AP50']:6.2f}")
+    arms = {"SoCo": ("finetune_soco", converted), "scratch": ("finetune_scratch", "")}
+    rows = finetune_arms(FINETUNE, arms, args.out, args.seeds, args.finetune_iters)
+    mean = print_comparison(rows, arms)
     gain = mean["SoCo"]["AP50"] - mean["scratch"]["AP50"]
     print(f"SoCo - scratch: AP50 {gain:+.2f}, AP {mean['SoCo']['AP'] - mean['scratch']['AP']:+.2f}")
     summary = {"runs": rows, "mean": mean, "ap50_gain": gain}

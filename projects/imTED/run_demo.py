@@ -15,11 +15,12 @@ import argparse
 import json
 import os
 
-from d2ext.utils.runs import REPO, read_eval_results, run_train_net
+from d2ext.utils.runs import REPO, finetune_arms, print_comparison, run_train_net
 
 CONFIGS = os.path.join(REPO, "projects", "imTED", "configs")
 MAE_CONFIG = os.path.join(CONFIGS, "mae_vit_tiny_demo.py")
 DETECTOR = os.path.join(CONFIGS, "imted_faster_rcnn_vit_tiny_demo.py")
+ARM_FOLDERS = {"imTED": "imted", "encoder only": "encoder_only"}
 
 
 def _convert(mae_ckpt: str, out: str, encoder_only: bool) -> None:
@@ -66,27 +67,9 @@ def main(argv=None):
     _convert(mae_ckpt, inits["imTED"], encoder_only=False)
     _convert(mae_ckpt, inits["encoder only"], encoder_only=True)
 
-    rows = []
-    for seed in args.seeds:
-        for arm, init in inits.items():
-            tag = "imted" if arm == "imTED" else "encoder_only"
-            run_dir = os.path.join(args.out, f"{tag}_seed{seed}")
-            if not os.path.exists(os.path.join(run_dir, "eval_results.json")):
-                extra = [f"train.seed={seed}", f"train.init_checkpoint={init}"]
-                if args.iters:
-                    extra.append(f"train.max_iter={args.iters}")
-                run_train_net(DETECTOR, run_dir, extra)
-            bbox = read_eval_results(run_dir)["bbox"]
-            rows.append({"init": arm, "seed": seed, "AP": bbox["AP"], "AP50": bbox["AP50"]})
-
-    print(f"\n{'init':<14} {'seed':>4} {'AP':>6} {'AP50':>6}")
-    for r in rows:
-        print(f"{r['init']:<14} {r['seed']:>4} {r['AP']:6.2f} {r['AP50']:6.2f}")
-    mean = {}
-    for arm in inits:
-        mine = [r for r in rows if r["init"] == arm]
-        mean[arm] = {k: sum(r[k] for r in mine) / len(mine) for k in ("AP", "AP50")}
-        print(f"{arm:<14} mean {mean[arm]['AP']:6.2f} {mean[arm]['AP50']:6.2f}")
+    arms = {label: (prefix, inits[label]) for label, prefix in ARM_FOLDERS.items()}
+    rows = finetune_arms(DETECTOR, arms, args.out, args.seeds, args.iters)
+    mean = print_comparison(rows, arms)
     gain = mean["imTED"]["AP"] - mean["encoder only"]["AP"]
     print(f"imTED - encoder only: AP {gain:+.2f}")
     summary = {"runs": rows, "mean": mean, "ap_gain": gain, "seeds": args.seeds}

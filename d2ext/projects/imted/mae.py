@@ -15,7 +15,7 @@ from detectron2.modeling.backbone.vit import Block
 from detectron2.structures import ImageList
 from torch import nn
 
-from .modeling import sincos_pos_embed_2d
+from .modeling import mae_init_weights, sincos_pos_embed_2d
 
 __all__ = ["MAE", "MAEDatasetMapper"]
 
@@ -101,14 +101,8 @@ class MAE(nn.Module):
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.normal_(self.cls_token, std=0.02)
         nn.init.normal_(self.mask_token, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.constant_(m.bias, 0)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.constant_(m.bias, 0)
-                nn.init.constant_(m.weight, 1.0)
+        for m in self.modules():  # (the order of random draws as before)
+            mae_init_weights(m)
 
     @property
     def device(self):

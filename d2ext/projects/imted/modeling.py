@@ -50,6 +50,18 @@ def sincos_pos_embed_2d(dim: int, grid_size: int) -> torch.Tensor:
     return emb.float()
 
 
+def mae_init_weights(m: nn.Module) -> None:
+    """MAE's initialisation of one module (``module.apply``): xavier-uniform linear weights,
+    zero biases, unit LayerNorms."""
+    if isinstance(m, nn.Linear):
+        nn.init.xavier_uniform_(m.weight)
+        if m.bias is not None:
+            nn.init.constant_(m.bias, 0)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.constant_(m.bias, 0)
+        nn.init.constant_(m.weight, 1.0)
+
+
 class IMTEDViT(ViT):
     """detectron2's ViT as imTED's encoder: global attention in every block, no relative
     position, the absolute position embedding interpolated to the input.
@@ -205,17 +217,7 @@ class MAEDecoderHead(nn.Module):
         self.decoder_norm = norm(decoder_dim)
         self._size = size
         self._output_size = decoder_dim
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m):
-        if isinstance(m, nn.Linear):
-            nn.init.xavier_uniform_(m.weight)
-            if m.bias is not None:
-                nn.init.constant_(m.bias, 0)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.constant_(m.bias, 0)
-            nn.init.constant_(m.weight, 1.0)
+        self.apply(mae_init_weights)
 
     @property
     def output_shape(self) -> ShapeSpec:
