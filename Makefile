@@ -20,6 +20,7 @@ data: setup
 # make demo MODE=scaledet: ScaleDet joint training on shapes + signs vs each single-dataset
 # model, per-dataset and zero-shot evaluation (projects/ScaleDet/run_demo.py). make demo
 # MODE=imted: MAE pretraining -> imTED vs encoder-only fine-tuning (projects/imTED/run_demo.py).
+# make demo MODE=codetr: Co-Deformable-DETR vs its base Deformable DETR (projects/CoDETR/run_demo.py).
 MODE ?= baseline
 DETECTOR ?= faster_rcnn
 demo: data
@@ -31,10 +32,12 @@ else ifeq ($(MODE),scaledet)
 	$(PY) projects/ScaleDet/run_demo.py
 else ifeq ($(MODE),imted)
 	$(PY) projects/imTED/run_demo.py
+else ifeq ($(MODE),codetr)
+	$(PY) projects/CoDETR/run_demo.py
 else ifeq ($(MODE),baseline)
 	$(PY) tools/train_net.py --resume --config-file configs/baselines/faster_rcnn_R18_FPN_demo.py
 else
-	@echo "unknown MODE=$(MODE); use MODE=baseline, soco, aligndet, scaledet or imted" >&2; exit 2
+	@echo "unknown MODE=$(MODE); use MODE=baseline, soco, aligndet, scaledet, imted or codetr" >&2; exit 2
 endif
 
 test: setup

@@ -6,7 +6,14 @@ import os
 import subprocess
 import sys
 
-__all__ = ["REPO", "finetune_arms", "print_comparison", "read_eval_results", "run_train_net"]
+__all__ = [
+    "REPO",
+    "finetune_arms",
+    "print_comparison",
+    "read_eval_results",
+    "run_train_net",
+    "signs_backbone",
+]
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -21,6 +28,29 @@ def run_train_net(config: str, output_dir: str, overrides=(), eval_only: bool = 
     subprocess.run(cmd, check=True, cwd=REPO)
 
 
+def signs_backbone(out_dir: str, max_iter: int = 400) -> dict:
+    """The demo stand-in for an ImageNet backbone: the ResNet-18 of the demo Faster R-CNN
+    (configs/baselines/faster_rcnn_R18_FPN_demo.py) trained on the *signs* split, whose classes
+    differ from the shapes every demo fine-tunes on. Trained into ``<out_dir>/backbone_signs``
+    once (resumable); returns its ``backbone.bottom_up.*`` tensors."""
+    import torch
+
+    run_dir = os.path.join(out_dir, "backbone_signs")
+    final = os.path.join(run_dir, "model_final.pth")
+    if not os.path.exists(final):
+        run_train_net(
+            os.path.join(REPO, "configs", "baselines", "faster_rcnn_R18_FPN_demo.py"),
+            run_dir,
+            [
+                "dataloader.train.dataset.names=d2ext_demo_signs_train",
+                "dataloader.test.dataset.names=d2ext_demo_signs_val",
+                f"train.max_iter={max_iter}",
+            ],
+        )
+    state = torch.load(final, map_location="cpu")["model"]
+    return {k: v for k, v in state.items() if k.startswith("backbone.bottom_up.")}
+
+
 def read_eval_results(output_dir: str) -> dict:
     """The ``eval_results.json`` a run wrote (raises FileNotFoundError if it has none)."""
     with open(os.path.join(output_dir, "eval_results.json")) as f:
@@ -31,8 +61,8 @@ def finetune_arms(config: str, arms: dict, out_dir: str, seeds, max_iter=None) -
     """Fine-tunes ``config`` once per seed and arm (resumable: a run with eval results is kept).
 
     Args:
-        arms: label -> (run-folder prefix, init checkpoint path or ""); each run goes to
-            ``<out_dir>/<prefix>_seed<seed>``.
+        arms: label -> (run-folder prefix, init checkpoint path or ""[, config]); each run
+            goes to ``<out_dir>/<prefix>_seed<seed>``; an arm's own config replaces ``config``.
         max_iter: overrides the config's ``train.max_iter`` when given.
 
     Returns:
@@ -40,13 +70,13 @@ def finetune_arms(config: str, arms: dict, out_dir: str, seeds, max_iter=None) -
     """
     rows = []
     for seed in seeds:
-        for label, (prefix, init) in arms.items():
+        for label, (prefix, init, *own) in arms.items():
             run_dir = os.path.join(out_dir, f"{prefix}_seed{seed}")
             if not os.path.exists(os.path.join(run_dir, "eval_results.json")):
                 extra = [f"train.seed={seed}", f"train.init_checkpoint={init}"]
                 if max_iter:
                     extra.append(f"train.max_iter={max_iter}")
-                run_train_net(config, run_dir, extra)
+                run_train_net(own[0] if own else config, run_dir, extra)
             bbox = read_eval_results(run_dir)["bbox"]
             rows.append({"init": label, "seed": seed, "AP": bbox["AP"], "AP50": bbox["AP50"]})
     return rows

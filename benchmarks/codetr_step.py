@@ -1,0 +1,111 @@
+"""Co-Deformable-DETR against its base detector (two-stage Deformable DETR), measured in the
+same run: training step time (forward + backward) and inference time, as ratios (Co / base).
+
+    python benchmarks/codetr_step.py [--scale full|demo] [--size 512] [--batch 2] [--repeats 5]
+
+``full`` (default): the R-50 12-epoch COCO configs (6 + 6 layers, 300 queries, ATSS + Faster
+R-CNN auxiliary heads, up to 300 positive queries per head and image); ``demo``: the R-18 demo
+configs. Random weights (timing does not depend on them), random ``--size`` x ``--size`` images
+with 8 random boxes each; the base detector gets the Co-DETR model's own weights minus the
+auxiliary modules. Rounds alternate between the two models; each number is the median over
+``--repeats`` rounds after one warm-up round. Inference: ``model.eval()``, ``torch.no_grad()``,
+one image at a time. Target (issue #8): inference ratio <= 1.02.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import torch
+from detectron2.config import LazyConfig, instantiate
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+from d2ext.projects.codetr import strip_auxiliary
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = {
+    "full": ("deformable_detr_R50_12ep_coco.py", "co_deformable_detr_R50_12ep_coco.py"),
+    "demo": ("deformable_detr_R18_demo.py", "co_deformable_detr_R18_demo.py"),
+}
+
+
+def _batch(n, size, num_classes, gen):
+    out = []
+    for _ in range(n):
+        xy = torch.rand(8, 2, generator=gen) * size * 0.7
+        wh = torch.rand(8, 2, generator=gen) * size * 0.3 + 16
+        inst = Instances((size, size))
+        inst.gt_boxes = Boxes(torch.cat([xy, xy + wh], 1).clamp(max=size))
+        inst.gt_classes = torch.randint(num_classes, (8,), generator=gen)
+        image = torch.rand(3, size, size, generator=gen) * 255
+        out.append({"image": image, "instances": inst, "height": size, "width": size})
+    return out
+
+
+def _train_step(model, batch):
+    model.zero_grad(set_to_none=True)
+    t = time.perf_counter()
+    with EventStorage(0):
+        sum(model(batch).values()).backward()
+    return time.perf_counter() - t
+
+
+@torch.no_grad()
+def _infer(model, batch):
+    t = time.perf_counter()
+    for x in batch:
+        model([x])
+    return (time.perf_counter() - t) / len(batch)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scale", choices=sorted(CONFIGS), default="full")
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    base_file, co_file = (
+        os.path.join(REPO, "projects/CoDETR/configs", f) for f in CONFIGS[args.scale]
+    )
+    co = instantiate(LazyConfig.load(co_file).model)
+    base = instantiate(LazyConfig.load(base_file).model)
+    base.load_state_dict(strip_auxiliary(co.state_dict()), strict=True)
+    gen = torch.Generator().manual_seed(0)
+    batch = _batch(args.batch, args.size, co.num_classes, gen)
+    models = {"base": base, "co": co}
+    times = {f"{k}_{w}": [] for k in models for w in ("train", "infer")}
+    for r in range(args.repeats + 1):
+        for name, model in models.items():
+            model.train()
+            t_train = _train_step(model, batch)
+            model.eval()
+            t_infer = _infer(model, batch)
+            if r:  # round 0 warms up
+                times[f"{name}_train"].append(t_train)
+                times[f"{name}_infer"].append(t_infer)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    report = {
+        "scale": args.scale,
+        "size": args.size,
+        "batch": args.batch,
+        "threads": torch.get_num_threads(),
+        "train_step_s": {"base": med["base_train"], "co_detr": med["co_train"]},
+        "train_step_ratio": med["co_train"] / med["base_train"],
+        "inference_s_per_image": {"base": med["base_infer"], "co_detr": med["co_infer"]},
+        "inference_ratio": med["co_infer"] / med["base_infer"],
+        "params_M": {
+            "base": sum(p.numel() for p in base.parameters()) / 1e6,
+            "co_detr_training": sum(p.numel() for p in co.parameters()) / 1e6,
+        },
+    }
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""Co-DETR: collaborative hybrid assignments on two-stage Deformable DETR."""
+
+from .modeling import (
+    AUXILIARY_PREFIXES,
+    CoDeformableDETR,
+    CoStandardROIHeads,
+    MultiScaleAdapter,
+    build_positive_queries,
+    strip_auxiliary,
+)
+
+__all__ = [
+    "AUXILIARY_PREFIXES",
+    "CoDeformableDETR",
+    "CoStandardROIHeads",
+    "MultiScaleAdapter",
+    "build_positive_queries",
+    "strip_auxiliary",
+]

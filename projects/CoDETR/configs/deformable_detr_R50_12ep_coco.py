@@ -1,0 +1,17 @@
+"""The base detector alone: two-stage Deformable DETR (box refinement, mixed query selection,
+look-forward-twice), R-50, 12 epochs on COCO, the Co-DETR recipe without auxiliary heads."""
+
+from ....configs.common.schedules import multistep as lr_multiplier
+from ....configs.common.train import train
+from .common.codetr import dataloader, optimizer
+from .common.codetr import deformable_detr as model
+
+# 12 epochs of COCO train2017 (117k images) at batch 16; lr x0.1 after epoch 11
+train.max_iter = 88000
+lr_multiplier.steps = (11 / 12,)
+lr_multiplier.warmup_iter = 0
+train.clip_grad_norm = 0.1
+train.checkpointer.period = 5000
+train.eval_period = 0
+train.init_checkpoint = "detectron2://ImageNetPretrained/torchvision/R-50.pkl"
+train.output_dir = "output/deformable_detr_R50_12ep_coco"
