@@ -31,6 +31,8 @@ DEFAULT_PREDICTOR_PATTERNS = (
     r"^head\.cls_score\.",  # RetinaNet, FCOS
     r"^head\.bbox_pred\.",
     r"^head\.ctrness\.",  # FCOS centerness
+    r"^transformer\.class_embed\.\d+\.",  # d2ext's Deformable DETR: every classifier
+    r"^transformer\.bbox_embed\.\d+\.layers\.2\.",  # and the last layer of each box MLP
 )
 
 

@@ -3,7 +3,7 @@
 pretraining -> extraction -> fine-tuning, against fine-tuning with the same backbone and random
 neck and heads, over several seeds; prints AP / AP50 of both.
 
-    python projects/AlignDet/run_demo.py [--detector faster_rcnn|retinanet|fcos] [--seeds 0 1]
+    python projects/AlignDet/run_demo.py [--detector faster_rcnn|retinanet|fcos|detr] [--seeds 0 1]
     (make demo MODE=aligndet)
 
 The backbone (frozen in pretraining, the same in both fine-tunings) is a ResNet-18 trained by
@@ -15,14 +15,14 @@ import argparse
 import json
 import os
 
-from d2ext.utils.runs import REPO, finetune_arms, print_comparison, run_train_net
+from d2ext.utils.runs import REPO, finetune_arms, print_comparison, run_train_net, signs_backbone
 
 CONFIGS = os.path.join(REPO, "projects", "AlignDet", "configs")
-BACKBONE = os.path.join(REPO, "configs", "baselines", "faster_rcnn_R18_FPN_demo.py")
 DETECTORS = {
     "faster_rcnn": ("aligndet_faster_rcnn_R18_FPN_demo.py", "faster_rcnn_R18_FPN_demo_finetune.py"),
     "retinanet": ("aligndet_retinanet_R18_FPN_demo.py", "retinanet_R18_FPN_demo_finetune.py"),
     "fcos": ("aligndet_fcos_R18_FPN_demo.py", "fcos_R18_FPN_demo_finetune.py"),
+    "detr": ("aligndet_deformable_detr_R18_demo.py", "deformable_detr_R18_demo_finetune.py"),
 }
 
 
@@ -64,25 +64,17 @@ def main(argv=None):
 
     # 1. the backbone: supervised on the signs split, shared by every detector and seed
     backbone_dir = os.path.join(args.out, "backbone_signs")
-    if not os.path.exists(os.path.join(backbone_dir, "model_final.pth")):
-        run_train_net(
-            BACKBONE,
-            backbone_dir,
-            [
-                "dataloader.train.dataset.names=d2ext_demo_signs_train",
-                "dataloader.test.dataset.names=d2ext_demo_signs_val",
-                f"train.max_iter={args.backbone_iters}",
-            ],
-        )
-    backbone_state = {
-        k: v for k, v in _final(backbone_dir).items() if k.startswith("backbone.bottom_up.")
-    }
-    backbone_only = os.path.join(args.out, "backbone_only.pth")
+    backbone_state = signs_backbone(args.out, args.backbone_iters)
+    prefix, tag = "backbone.bottom_up.", ""
+    if args.detector == "detr":  # the DETR's ResNet is its whole `backbone`
+        backbone_state = {"backbone." + k[len(prefix) :]: v for k, v in backbone_state.items()}
+        prefix, tag = "backbone.", "_detr"
+    backbone_only = os.path.join(args.out, f"backbone_only{tag}.pth")
     if not os.path.exists(backbone_only):
         _save(backbone_only, backbone_state, backbone_dir)
-    pretrain_init = os.path.join(args.out, "aligndet_init.pth")
+    pretrain_init = os.path.join(args.out, f"aligndet_init{tag}.pth")
     if not os.path.exists(pretrain_init):
-        _save(pretrain_init, backbone_init_for_aligndet(backbone_state), backbone_dir)
+        _save(pretrain_init, backbone_init_for_aligndet(backbone_state, prefix), backbone_dir)
 
     # 2. proposals (AlignDet's ratio3size0008 filter) of the unlabeled pool
     cache_dir = os.path.join(demo_root(), "proposals", "aligndet_unlabeled")

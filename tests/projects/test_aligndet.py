@@ -17,11 +17,13 @@ PRETRAIN = {
     "faster_rcnn": "projects/AlignDet/configs/aligndet_faster_rcnn_R18_FPN_demo.py",
     "retinanet": "projects/AlignDet/configs/aligndet_retinanet_R18_FPN_demo.py",
     "fcos": "projects/AlignDet/configs/aligndet_fcos_R18_FPN_demo.py",
+    "detr": "projects/AlignDet/configs/aligndet_deformable_detr_R18_demo.py",
 }
 FINETUNE = {
     "faster_rcnn": "projects/AlignDet/configs/faster_rcnn_R18_FPN_demo_finetune.py",
     "retinanet": "projects/AlignDet/configs/retinanet_R18_FPN_demo_finetune.py",
     "fcos": "projects/AlignDet/configs/fcos_R18_FPN_demo_finetune.py",
+    "detr": "projects/AlignDet/configs/deformable_detr_R18_demo_finetune.py",
 }
 
 
@@ -186,6 +188,8 @@ LOSSES = {
     "faster_rcnn": {"loss_rpn_cls", "loss_rpn_loc", "loss_box_reg", "loss_align"},
     "retinanet": {"loss_box_reg", "loss_align"},
     "fcos": {"loss_fcos_loc", "loss_fcos_ctr", "loss_align"},
+    "detr": {f"loss_{n}{s}" for n in ("bbox", "giou") for s in ("_0", "_1", "", "_enc")}
+    | {"loss_class_enc", "loss_align"},
 }
 
 
@@ -206,6 +210,14 @@ def test_detectors_step_frozen_backbone_and_pseudo_boxes_as_ground_truth(kind, f
             return original(proposals, targets)
 
         heads.label_and_sample_proposals = spy
+    elif kind == "detr":
+        original = online.criterion.matcher.forward
+
+        def spy(logits, boxes, targets):
+            seen.extend(t["boxes_xyxy"].clone() for t in targets)
+            return original(logits, boxes, targets)
+
+        online.criterion.matcher.forward = spy
     else:
         original = online._match
 
@@ -214,7 +226,7 @@ def test_detectors_step_frozen_backbone_and_pseudo_boxes_as_ground_truth(kind, f
             return original(anchors, instances)
 
         online._match = spy
-    bottom_up = online.backbone.bottom_up
+    bottom_up = online.backbone if kind == "detr" else online.backbone.bottom_up
     params = {k: p.clone() for k, p in bottom_up.state_dict().items()}
     with EventStorage(0):
         losses = model(batch)
@@ -229,13 +241,21 @@ def test_detectors_step_frozen_backbone_and_pseudo_boxes_as_ground_truth(kind, f
     _, q, ids = emb
     assert q.dim() == 2 and q.shape[1] == 256 and ids.shape == (len(q),)
     assert ids.min() >= -1 and ids.max() < 8 and (ids >= 4).any()  # second image offset by 4
-    if kind != "faster_rcnn":
+    if kind in ("retinanet", "fcos"):
         assert len(q) <= 2 * online.num_samples
     # frozen backbone: no gradient, BN statistics unchanged, in eval mode while the model trains
     assert all(p.grad is None and not p.requires_grad for p in bottom_up.parameters())
     assert all(torch.equal(params[k], v) for k, v in bottom_up.state_dict().items())
-    assert not bottom_up.training and online.backbone.training
-    neck = [p for n, p in online.backbone.named_parameters() if not n.startswith("bottom_up.")]
+    if kind == "detr":  # the ResNet is the backbone; the channel mapper is the neck
+        assert not bottom_up.training and online.neck.training
+        neck = list(online.neck.parameters())
+        # box costs only; the query embeddings are copied to the momentum detector
+        assert online.criterion.matcher.cost_class == 0
+        assert model.copy_keys == ("transformer.query_embed.weight",)
+        assert len(q) == 2 * online.transformer.num_queries
+    else:
+        assert not bottom_up.training and online.backbone.training
+        neck = [p for n, p in online.backbone.named_parameters() if not n.startswith("bottom_up.")]
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in neck)
     assert all(p.grad is None for p in model.target.parameters())
 
@@ -251,6 +271,8 @@ def test_extractor_drops_exactly_the_final_layers(kind):
         "faster_rcnn": ("roi_heads.box_predictor.",),
         "retinanet": ("head.cls_score.", "head.bbox_pred."),
         "fcos": ("head.cls_score.", "head.bbox_pred.", "head.ctrness."),
+        "detr": ("transformer.class_embed.",)
+        + tuple(f"transformer.bbox_embed.{i}.layers.2." for i in range(4)),
     }[kind]
     new, report = extract_aligndet(state)
     diff = compare_with_model(detector, new)

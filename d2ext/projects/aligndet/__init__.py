@@ -5,6 +5,7 @@ from .mapper import AlignDetDatasetMapper, aligndet_view_augmentations
 from .modeling import (
     ALIGNDET_TO_DETECTRON2,
     AlignDet,
+    AlignDetDETR,
     AlignDetFCOS,
     AlignDetRCNN,
     AlignDetRetinaNet,
@@ -16,6 +17,7 @@ __all__ = [
     "ALIGNDET_TO_DETECTRON2",
     "AlignDet",
     "AlignDetDatasetMapper",
+    "AlignDetDETR",
     "AlignDetFCOS",
     "AlignDetRCNN",
     "AlignDetROIHeads",

@@ -21,6 +21,8 @@ from detectron2.modeling.sampling import subsample_labels
 from detectron2.structures import Boxes, Instances, pairwise_iou
 from torch import nn
 
+from d2ext.modeling.deformable_detr import DeformableDETR
+from d2ext.modeling.deformable_detr.criterion import num_positives
 from d2ext.modeling.momentum import make_target, momentum_update
 
 from .loss import box_infonce
@@ -28,6 +30,7 @@ from .loss import box_infonce
 __all__ = [
     "ALIGNDET_TO_DETECTRON2",
     "AlignDet",
+    "AlignDetDETR",
     "AlignDetFCOS",
     "AlignDetRCNN",
     "AlignDetROIHeads",
@@ -282,6 +285,72 @@ class AlignDetFCOS(_AlignDense, FCOS):
             ctr[pos_mask], ctr_targets[pos_mask], reduction="sum"
         )
         return {"loss_fcos_loc": loss_loc / normalizer, "loss_fcos_ctr": loss_ctr / normalizer}
+
+
+# ---------------------------------------------------------------------------------- DETR
+
+
+class AlignDetDETR(DeformableDETR):
+    """The two-stage Deformable DETR of ``d2ext.modeling.deformable_detr`` for box-domain
+    pretraining: the decoder's classifier is replaced by the projector Linear(256, 256)-ReLU-
+    Linear(256, 256) on the last decoder layer's query features; each decoder layer is matched
+    to the pseudo boxes by the detector's Hungarian matcher on box costs (L1 5, GIoU 2; give
+    the matcher ``cost_class=0``) and trained with its L1 and GIoU losses. The encoder's
+    class-agnostic proposal head keeps its loss (focal + boxes): it picks the queries. The
+    ResNet (``backbone``) is frozen, BN in eval mode; the channel mapper trains. The InfoNCE
+    samples are every query, with the id of the pseudo box the last layer matched (-1 for
+    unmatched queries)."""
+
+    def __init__(self, *, projector_dim: int = 256, **kwargs):
+        super().__init__(**kwargs)
+        d = self.transformer.d_model
+        self.projector = nn.Sequential(
+            nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, projector_dim)
+        )
+        _freeze(self.backbone)
+        for i in range(self.transformer.num_decoder_layers):  # the replaced classifiers
+            _freeze(self.transformer.class_embed[i])
+        self.backbone.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def align_forward(self, batched_inputs: list[dict], with_losses: bool = True):
+        images = self.preprocess_image(batched_inputs)
+        targets = self.prepare_targets(batched_inputs, images)
+        enc, _ = self.encode(images)
+        content, query_pos, ref = self.transformer.select_queries(enc)
+        logits, boxes, hidden = self.transformer.decode(
+            enc, content, query_pos, ref, return_hidden=True
+        )
+        crit = self.criterion
+        losses = {}
+        num_layers = logits.shape[0]
+        suffixes = [f"_{i}" for i in range(num_layers - 1)] + [""]
+        for i, suffix in enumerate(suffixes):
+            if not with_losses and i < num_layers - 1:
+                continue
+            matches = crit.matcher(logits[i], boxes[i], targets)
+            if with_losses:
+                labels, tboxes = crit.hungarian_targets(logits[i], boxes[i], targets, matches)
+                num_pos = num_positives(sum(len(t["labels"]) for t in targets), logits.device)
+                terms = crit.dense_losses(logits[i], boxes[i], labels, tboxes, num_pos, suffix)
+                losses.update({k: v for k, v in terms.items() if not k.startswith("loss_class")})
+        n, q = boxes.shape[1:3]
+        ids = torch.full((n, q), -1, dtype=torch.long, device=boxes.device)
+        for b, (qi, ti) in enumerate(matches):  # the last layer's matching
+            ids[b, qi] = targets[b]["ids"][ti]
+        if with_losses:
+            agnostic = [{**t, "labels": torch.zeros_like(t["labels"])} for t in targets]
+            labels, tboxes = crit.hungarian_targets(enc.enc_logits, enc.enc_boxes, agnostic)
+            num_pos = num_positives(sum(len(t["labels"]) for t in targets), logits.device)
+            losses.update(
+                crit.dense_losses(enc.enc_logits, enc.enc_boxes, labels, tboxes, num_pos, "_enc")
+            )
+        emb = self.projector(hidden[-1])
+        return losses, emb.flatten(0, 1), ids.flatten()
 
 
 # ---------------------------------------------------------------------------------- wrapper

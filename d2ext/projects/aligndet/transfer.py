@@ -15,7 +15,8 @@ def extract_aligndet(
     """The online detector of an AlignDet checkpoint under detectron2's names: backbone, neck and
     heads kept; the projectors (they replaced the classifiers) and the momentum detector never
     kept; the final classification and regression layers (R-CNN ``box_predictor``, RetinaNet /
-    FCOS ``cls_score``, ``bbox_pred``, ``ctrness``) dropped unless ``keep_predictors``. The RPN
+    FCOS ``cls_score``, ``bbox_pred``, ``ctrness``; Deformable DETR every ``class_embed`` and the
+    last linear layer of every ``bbox_embed``) dropped unless ``keep_predictors``. The RPN
     is kept whole: its objectness and deltas are class-agnostic, the task they were trained on.
     """
     return convert_state_dict(

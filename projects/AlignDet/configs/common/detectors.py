@@ -8,6 +8,7 @@ from detectron2.modeling.backbone.fpn import LastLevelP6P7
 
 from d2ext.projects.aligndet import (
     AlignDet,
+    AlignDetDETR,
     AlignDetFCOS,
     AlignDetRCNN,
     AlignDetRetinaNet,
@@ -42,7 +43,8 @@ _r18_fpn_p3_p7(fcos_demo)
 
 
 def aligndet_model(detector, *, num_samples: int = 2048, roi_samples: int = 4096):
-    """AlignDet pretraining model around a detector block (Faster R-CNN, RetinaNet or FCOS):
+    """AlignDet pretraining model around a detector block (Faster R-CNN, RetinaNet, FCOS or
+    d2ext's Deformable DETR):
     the detector's AlignDet subclass with one pseudo class, AlignDet's sample counts, and the
     momentum copy."""
     target = detector._target_
@@ -61,6 +63,18 @@ def aligndet_model(detector, *, num_samples: int = 2048, roi_samples: int = 4096
         detector._target_ = AlignDetFCOS
         detector.num_classes = 1
         detector.num_samples = num_samples
+    elif target.endswith("DeformableDETR"):
+        detector._target_ = AlignDetDETR
+        detector.transformer.num_classes = 1
+        detector.criterion.matcher.cost_class = 0.0  # box costs only: L1 5, GIoU 2
+        return L(AlignDet)(
+            detector=detector,
+            temperature=0.5,
+            loss_weight=1.0,
+            copy_keys=("transformer.query_embed.weight",),  # copied, not averaged
+        )
     else:
-        raise ValueError(f"AlignDet supports Faster R-CNN, RetinaNet and FCOS, not {target}")
+        raise ValueError(
+            f"AlignDet supports Faster R-CNN, RetinaNet, FCOS and Deformable DETR, not {target}"
+        )
     return L(AlignDet)(detector=detector, temperature=0.5, loss_weight=1.0)

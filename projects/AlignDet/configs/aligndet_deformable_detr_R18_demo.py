@@ -1,0 +1,39 @@
+"""AlignDet box-domain pretraining at demo scale on CPU for the DETR family: the demo two-stage
+Deformable DETR of projects/CoDETR/configs/deformable_detr_R18_demo.py (ResNet-18 frozen,
+128-d, 3 + 3 layers, 100 queries) on the 400 unlabeled demo images, the top-50 proposals per
+image (AlignDet's DETR setting), two views at short side 176-208, 4 images per batch; the
+detector's own optimiser (AdamW 2e-4, wd 1e-4, clip 0.1); query embeddings copied to the
+momentum detector.
+
+The frozen backbone comes from train.init_checkpoint (a ResNet-18 under online.backbone.* and
+target.backbone.*; d2ext.projects.aligndet.backbone_init_for_aligndet(state, "backbone.")).
+"""
+
+from detectron2.config import LazyCall as L
+from omegaconf import OmegaConf
+
+from d2ext.modeling.momentum import MomentumUpdateHook
+
+from ...CoDETR.configs.deformable_detr_R18_demo import lr_multiplier, optimizer, train
+from ...CoDETR.configs.deformable_detr_R18_demo import model as _detector
+from .common.data import aligndet_loader
+from .common.detectors import aligndet_model
+
+model = aligndet_model(_detector)
+
+dataloader = OmegaConf.create()
+dataloader.train = aligndet_loader(
+    "d2ext_demo_unlabeled",
+    "${oc.env:DETECTRON2_DATASETS,datasets}/d2ext_demo/proposals/aligndet_unlabeled",
+    short_edge=(176, 208),
+    max_size=320,
+    batch=4,
+    max_proposals=50,
+)
+dataloader.train.num_workers = 1
+
+train.max_iter = 200
+train.extra_hooks = [L(MomentumUpdateHook)(base_momentum=0.996)]
+train.init_checkpoint = ""
+train.checkpointer.period = 100
+train.output_dir = "output/aligndet_deformable_detr_R18_demo"

@@ -1,0 +1,38 @@
+"""AlignDet box-domain pretraining of the two-stage Deformable DETR R-50 (the base detector of
+projects/CoDETR) on COCO train2017 images (labels unused): 12 epochs at batch 16, the
+detector's own optimiser (AdamW 2e-4, wd 1e-4, clip 0.1, lr x0.1 after epoch 11); momentum
+detector 0.996 -> 1 (cosine) with the query embeddings copied; two views at short side 640-800
+(long side at most 1333), flip, one colour op; top-50 proposals per image; the ResNet frozen.
+
+Needs the proposals (AlignDet's ratio3size0008 filter) and an ImageNet ResNet-50 (torchvision
+weights, RGB) for both detectors, as a local file:
+    train.init_checkpoint=<R-50 under online.backbone.* and target.backbone.*>
+    (d2ext.projects.aligndet.backbone_init_for_aligndet(state, prefix="backbone."))
+"""
+
+from detectron2.config import LazyCall as L
+from omegaconf import OmegaConf
+
+from d2ext.modeling.momentum import MomentumUpdateHook
+
+from ...CoDETR.configs.deformable_detr_R50_12ep_coco import lr_multiplier, optimizer, train
+from ...CoDETR.configs.deformable_detr_R50_12ep_coco import model as _detector
+from .common.data import aligndet_loader
+from .common.detectors import aligndet_model
+
+model = aligndet_model(_detector)
+
+dataloader = OmegaConf.create()
+dataloader.train = aligndet_loader(
+    "coco_2017_train",
+    "${oc.env:DETECTRON2_DATASETS,datasets}/coco/proposals_aligndet",
+    short_edge=(640, 800),
+    max_size=1333,
+    batch=16,
+    max_proposals=50,
+)
+dataloader.train.mapper.image_format = "RGB"
+
+train.extra_hooks = [L(MomentumUpdateHook)(base_momentum=0.996)]
+train.init_checkpoint = ""
+train.output_dir = "output/aligndet_deformable_detr_R50_coco_12ep"
