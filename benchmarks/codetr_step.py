@@ -7,8 +7,9 @@ same run: training step time (forward + backward) and inference time, as ratios 
 R-CNN auxiliary heads, up to 300 positive queries per head and image); ``demo``: the R-18 demo
 configs. Random weights (timing does not depend on them), random ``--size`` x ``--size`` images
 with 8 random boxes each; the base detector gets the Co-DETR model's own weights minus the
-auxiliary modules. Rounds alternate between the two models; each number is the median over
-``--repeats`` rounds after one warm-up round. Inference: ``model.eval()``, ``torch.no_grad()``,
+auxiliary modules. All inference rounds run first, then all training rounds; rounds alternate
+between the two models; each number is the median over ``--repeats`` rounds after one warm-up
+round. Inference: ``model.eval()``, ``torch.no_grad()``,
 one image at a time. Target (issue #8): inference ratio <= 1.02.
 """
 
@@ -79,15 +80,22 @@ def main(argv=None):
     batch = _batch(args.batch, args.size, co.num_classes, gen)
     models = {"base": base, "co": co}
     times = {f"{k}_{w}": [] for k in models for w in ("train", "infer")}
+    # inference first, then training: a training step's freed graph would otherwise disturb the
+    # allocator under the inference that follows it
+    for model in models.values():
+        model.eval()
     for r in range(args.repeats + 1):
         for name, model in models.items():
-            model.train()
-            t_train = _train_step(model, batch)
-            model.eval()
-            t_infer = _infer(model, batch)
+            t = _infer(model, batch)
             if r:  # round 0 warms up
-                times[f"{name}_train"].append(t_train)
-                times[f"{name}_infer"].append(t_infer)
+                times[f"{name}_infer"].append(t)
+    for model in models.values():
+        model.train()
+    for r in range(args.repeats + 1):
+        for name, model in models.items():
+            t = _train_step(model, batch)
+            if r:
+                times[f"{name}_train"].append(t)
     med = {k: statistics.median(v) for k, v in times.items()}
     report = {
         "scale": args.scale,

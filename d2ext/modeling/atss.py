@@ -18,13 +18,12 @@ import torch.nn.functional as F
 from detectron2.layers import ShapeSpec, cat
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.box_regression import Box2BoxTransform
+from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
 from detectron2.structures import Boxes, Instances, pairwise_iou
 from torch import nn
-from torchvision.ops import sigmoid_focal_loss
+from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 from d2ext.utils.dist import mean_over_workers
-
-from .box_ops import giou_loss_elementwise
 
 __all__ = ["ATSSHead", "Scale", "atss_assign", "centerness_targets"]
 
@@ -158,11 +157,6 @@ class ATSSHead(nn.Module):
             ctr.append(self.centerness(r))
         return logits, deltas, ctr
 
-    @staticmethod
-    def _flatten(x: torch.Tensor, k: int) -> torch.Tensor:
-        n, _, h, w = x.shape
-        return x.permute(0, 2, 3, 1).reshape(n, h * w, k)
-
     def losses(
         self, features: list[torch.Tensor], targets: list[Instances]
     ) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
@@ -171,9 +165,9 @@ class ATSSHead(nn.Module):
         logits, deltas, ctr = self(features)
         anchors = [a.tensor for a in self.anchor_generator(features)]
         all_anchors = torch.cat(anchors, 0)
-        logits = cat([self._flatten(x, self.num_classes) for x in logits], 1)
-        deltas = cat([self._flatten(x, 4) for x in deltas], 1)
-        ctr = cat([self._flatten(x, 1) for x in ctr], 1)[..., 0]
+        logits = cat([permute_to_N_HWA_K(x, self.num_classes) for x in logits], 1)
+        deltas = cat([permute_to_N_HWA_K(x, 4) for x in deltas], 1)
+        ctr = cat([permute_to_N_HWA_K(x, 1) for x in ctr], 1)[..., 0]
         labels, tboxes, positives = [], [], []
         for t in targets:
             gt = t.gt_boxes.tensor.to(all_anchors)
@@ -200,7 +194,7 @@ class ATSSHead(nn.Module):
         ctr_t = centerness_targets(pos_anchors, tboxes[pos])
         pred = self.box2box.apply_deltas(deltas[pos], pos_anchors)
         ctr_sum = max(mean_over_workers(ctr_t.sum().item(), logits.device), 1e-6)
-        loss_bbox = (giou_loss_elementwise(pred, tboxes[pos]) * ctr_t).sum() / ctr_sum
+        loss_bbox = (generalized_box_iou_loss(pred, tboxes[pos]) * ctr_t).sum() / ctr_sum
         loss_ctr = F.binary_cross_entropy_with_logits(ctr[pos], ctr_t, reduction="sum") / num_pos
         w = self.loss_weights
         losses = {

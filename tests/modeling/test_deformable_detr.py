@@ -9,8 +9,8 @@ import torch
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import BasicStem, ResNet
 from detectron2.structures import Boxes, Instances
+from torchvision.ops import box_convert, generalized_box_iou
 
-from d2ext.modeling.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 from d2ext.modeling.deformable_detr import (
     ChannelMapper,
     DeformableDETR,
@@ -137,7 +137,9 @@ def test_hungarian_matching_is_the_minimum_cost_assignment():
         )
         torch.testing.assert_close(got, best)
         # and the cost's parts are the paper's: L1 5, focal 2, -GIoU 2
-        giou = generalized_box_iou(box_cxcywh_to_xyxy(boxes[0]), box_cxcywh_to_xyxy(tgt["boxes"]))
+        giou = generalized_box_iou(
+            box_convert(boxes[0], "cxcywh", "xyxy"), box_convert(tgt["boxes"], "cxcywh", "xyxy")
+        )
         l1 = torch.cdist(boxes[0], tgt["boxes"], p=1)
         torch.testing.assert_close(
             cost, 5 * l1 + 2 * focal_class_cost(logits[0], tgt["labels"]) - 2 * giou
@@ -170,7 +172,7 @@ def test_criterion_weights_and_exact_boxes():
     out = {"pred_logits": logits, "pred_boxes": boxes, "enc_logits": None}
     losses = _criterion()(out, targets)
     assert set(losses) == {f"loss_{n}{s}" for n in ("class", "bbox", "giou") for s in ("_0", "")}
-    assert losses["loss_bbox"].item() == 0 and abs(losses["loss_giou"].item()) < 1e-6
+    assert losses["loss_bbox"].item() == 0 and abs(losses["loss_giou"].item()) < 1e-5
     doubled = _criterion(loss_class=4.0)(out, targets)
     torch.testing.assert_close(doubled["loss_class"], 2 * losses["loss_class"])
     # an image without objects: classification only, boxes give 0
@@ -328,7 +330,9 @@ def test_deformable_attention_gradcheck():
     g = torch.Generator().manual_seed(1)
     shapes = torch.tensor([[3, 4], [2, 2]])
     value = torch.randn(1, 16, 2, 2, generator=g, dtype=torch.float64, requires_grad=True)
-    loc = (torch.rand(1, 2, 2, 2, 2, 2, generator=g, dtype=torch.float64) * 0.8 + 0.1).requires_grad_()
+    loc = (
+        torch.rand(1, 2, 2, 2, 2, 2, generator=g, dtype=torch.float64) * 0.8 + 0.1
+    ).requires_grad_()
     attn = torch.rand(1, 2, 2, 2, 2, generator=g, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
         lambda v, sl, a: multi_scale_deformable_attn(v, shapes, sl, a), (value, loc, attn)

@@ -13,11 +13,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import sigmoid_focal_loss
+from torchvision.ops import box_convert, generalized_box_iou_loss, sigmoid_focal_loss
 
 from d2ext.utils.dist import mean_over_workers
 
-from ..box_ops import box_cxcywh_to_xyxy, giou_loss_elementwise
 from .matcher import HungarianMatcher
 
 __all__ = ["SetCriterion", "decoder_loss_weights", "layer_suffixes", "num_positives"]
@@ -88,7 +87,9 @@ class SetCriterion(nn.Module):
         pos = labels < self.num_classes
         src, tgt = boxes[pos], target_boxes[pos]
         l1 = F.l1_loss(src, tgt, reduction="sum")
-        giou = giou_loss_elementwise(box_cxcywh_to_xyxy(src), box_cxcywh_to_xyxy(tgt)).sum()
+        giou = generalized_box_iou_loss(
+            box_convert(src, "cxcywh", "xyxy"), box_convert(tgt, "cxcywh", "xyxy")
+        ).sum()
         raw = {"loss_class": cls, "loss_bbox": l1, "loss_giou": giou}
         return {
             name + suffix: v / num_pos * self.weight_dict[name + suffix] * scale

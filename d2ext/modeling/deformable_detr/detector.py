@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, detector_postprocess
 from detectron2.structures import Boxes, ImageList, Instances
 from torch import nn
+from torchvision.ops import box_convert
 
-from ..box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
 from .criterion import SetCriterion
 from .neck import ChannelMapper
 from .position_encoding import PositionEmbeddingSine
@@ -96,7 +96,7 @@ class DeformableDETR(nn.Module):
             scale = boxes.new_tensor([w, h, w, h])
             target = {
                 "labels": inst.gt_classes[keep].long(),
-                "boxes": box_xyxy_to_cxcywh(boxes[keep] / scale),
+                "boxes": box_convert(boxes[keep] / scale, "xyxy", "cxcywh"),
                 "boxes_xyxy": boxes[keep],
                 "image_size": (h, w),
             }
@@ -138,7 +138,9 @@ class DeformableDETR(nn.Module):
         prob = logits.sigmoid().view(n, -1)
         scores, idx = prob.topk(min(self.num_detections, q * k), dim=1)
         labels, qidx = idx % k, idx // k
-        xyxy = box_cxcywh_to_xyxy(torch.gather(boxes, 1, qidx[..., None].expand(-1, -1, 4)))
+        xyxy = box_convert(
+            torch.gather(boxes, 1, qidx[..., None].expand(-1, -1, 4)), "cxcywh", "xyxy"
+        )
         results = []
         for i, (h, w) in enumerate(image_sizes):
             r = Instances((h, w))

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
-
-from ..box_ops import box_cxcywh_to_xyxy, generalized_box_iou
+from torchvision.ops import box_convert, generalized_box_iou
 
 __all__ = ["HungarianMatcher", "focal_class_cost"]
 
@@ -45,7 +44,8 @@ class HungarianMatcher(nn.Module):
         c_cls = focal_class_cost(logits.float(), tgt_labels, self.alpha, self.gamma)
         c_box = torch.cdist(boxes.float(), tgt_boxes.float(), p=1)
         c_giou = -generalized_box_iou(
-            box_cxcywh_to_xyxy(boxes.float()), box_cxcywh_to_xyxy(tgt_boxes.float())
+            box_convert(boxes.float(), "cxcywh", "xyxy"),
+            box_convert(tgt_boxes.float(), "cxcywh", "xyxy"),
         )
         return self.cost_bbox * c_box + self.cost_class * c_cls + self.cost_giou * c_giou
 

@@ -26,9 +26,9 @@ from detectron2.modeling.proposal_generator import RPN
 from detectron2.modeling.roi_heads import StandardROIHeads
 from detectron2.structures import Boxes, ImageList, Instances
 from torch import nn
+from torchvision.ops import box_convert
 
 from d2ext.modeling.atss import ATSSHead
-from d2ext.modeling.box_ops import box_xyxy_to_cxcywh
 from d2ext.modeling.deformable_detr import DeformableDETR, EncoderOutput, layer_suffixes
 from d2ext.modeling.deformable_detr.criterion import num_positives
 
@@ -130,8 +130,8 @@ def build_positive_queries(
             box = torch.cat([box, box.new_tensor([[0.0, 0.0, 1.0, 1.0]]).expand(k, 4)])
             tgt = torch.cat([tgt, tgt.new_zeros(k, 4)])
             lab = torch.cat([lab, lab.new_full((k,), num_classes)])
-        refs.append(box_xyxy_to_cxcywh(box.clamp(0, 1)))
-        targets.append(box_xyxy_to_cxcywh(tgt))
+        refs.append(box_convert(box.clamp(0, 1), "xyxy", "cxcywh"))
+        targets.append(box_convert(tgt, "xyxy", "cxcywh"))
         labels.append(lab)
     num_pos = sum(len(c) for c in chosen)
     return {
