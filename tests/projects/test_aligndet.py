@@ -94,6 +94,47 @@ def test_infonce_matches_the_definition_on_random_samples():
         box_infonce(q, q_ids, k, k_ids, temperature=0.0)
 
 
+def _dense_infonce(q, q_ids, k, k_ids, t):
+    """The definition with a [queries, samples] same-id mask (autograd reference)."""
+    q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
+    every, every_ids = torch.cat([q.detach(), k]), torch.cat([q_ids, k_ids])
+    fg = q_ids >= 0
+    ids = q_ids[fg]
+    sim = q[fg] @ every.T / t
+    same = every_ids[None] == ids[:, None]
+    lse_neg = torch.logsumexp(sim.masked_fill(same, float("-inf")), dim=1)
+    key_same = same[:, len(q) :]
+    keys = torch.cat([same[:, : len(q)] & ~key_same.any(1, keepdim=True), key_same], 1)
+    losses = F.softplus(lse_neg[:, None] - sim).where(keys, 0.0).sum(1) / keys.sum(1)
+    _, inverse, counts = torch.unique(ids, return_inverse=True, return_counts=True)
+    return (losses / counts[inverse]).sum() / len(counts)
+
+
+@pytest.mark.parametrize("case", ["many ids", "one dominant id", "cold temperature"])
+def test_infonce_value_and_gradient_where_the_negatives_sum_is_rebuilt(case):
+    # box_infonce forms the negatives' sum as all-samples minus own-id; rows where the own id
+    # dominates (few negatives, or negatives underflowing at a cold temperature) take the
+    # exact masked path. Value = the per-pair definition, gradient = the dense masked reference.
+    g = torch.Generator().manual_seed(1)
+    q, k = torch.randn(60, 16, generator=g), torch.randn(50, 16, generator=g)
+    q_ids = torch.randint(-1, 12, (60,), generator=g)
+    k_ids = torch.randint(-1, 12, (50,), generator=g)
+    t = 0.5
+    if case == "one dominant id":  # two negatives in all: the stable sum cannot be used
+        q_ids, k_ids = torch.zeros_like(q_ids), torch.zeros_like(k_ids)
+        q_ids[5], k_ids[7] = 1, -1
+        k_ids[8] = 1
+    elif case == "cold temperature":  # exp((cos - 1) / t) underflows to 0 for many samples
+        t = 0.01
+    q.requires_grad_(True)
+    got = box_infonce(q, q_ids, k, k_ids, temperature=t)
+    (grad,) = torch.autograd.grad(got, q)
+    ref = _dense_infonce(q, q_ids, k, k_ids, t)
+    (ref_grad,) = torch.autograd.grad(ref, q)
+    assert float(got) == pytest.approx(_naive_infonce(q.detach(), q_ids, k, k_ids, t), rel=1e-5)
+    assert torch.allclose(grad, ref_grad, rtol=1e-4, atol=1e-7)
+
+
 COLOURS = [(250, 30, 30), (30, 250, 30), (30, 30, 250), (250, 250, 30)]
 
 

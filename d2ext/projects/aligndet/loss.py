@@ -6,6 +6,19 @@ import torch.nn.functional as F
 __all__ = ["box_infonce"]
 
 
+def _same_id_pairs(ids: torch.Tensor, column_ids: torch.Tensor):
+    """Every (row, column) with ``ids[row] == column_ids[column]``, without a [rows, columns]
+    mask: the columns are sorted by id and each row takes its id's run."""
+    order = torch.argsort(column_ids, stable=True)
+    sorted_ids = column_ids[order]
+    start = torch.searchsorted(sorted_ids, ids)
+    count = torch.searchsorted(sorted_ids, ids, right=True) - start
+    rows = torch.repeat_interleave(torch.arange(len(ids), device=ids.device), count)
+    first = torch.cumsum(count, 0) - count  # index of each row's first pair
+    within = torch.arange(len(rows), device=ids.device) - first[rows]
+    return rows, order[start[rows] + within], count
+
+
 def box_infonce(
     queries: torch.Tensor,
     query_ids: torch.Tensor,
@@ -30,6 +43,12 @@ def box_infonce(
     -log(exp(q.k / tau) / (exp(q.k / tau) + sum_n exp(q.n / tau))); an id's loss is the mean
     over its pairs and the result the mean over ids. With no id among the queries the result is
     a zero that keeps the graph.
+
+    Cost: one [n_fg, Nq + Nk] product, one exp and one row sum (and their backward); the
+    negatives' sum is the sum over all samples minus the sum over the query's own id, which
+    touches only the same-id pairs. Cosines lie in [-1, 1], so exp((cos - 1) / tau) cannot
+    overflow; rows where the own id carries more than half of the sum (cancellation) are
+    recomputed with an exact masked log-sum-exp.
     """
     if queries.dim() != 2 or keys.dim() != 2 or queries.shape[1] != keys.shape[1]:
         raise ValueError(f"embeddings must be [N, D] of one width: {queries.shape}, {keys.shape}")
@@ -40,26 +59,41 @@ def box_infonce(
     fg = query_ids >= 0
     if not fg.any():
         return queries.sum() * 0.0
+    inv_t = 1.0 / temperature
     q = F.normalize(queries, dim=1)
     k = F.normalize(keys.detach(), dim=1)
     everything = torch.cat([q.detach(), k])  # columns: online samples, then momentum samples
     everything_ids = torch.cat([query_ids, key_ids])
-    ids = query_ids[fg]  # rows: the queries (background samples are only negatives)
-    sim = q[fg] @ everything.T / temperature  # [n_fg, Nq + Nk]
-    same = everything_ids[None, :] == ids[:, None]
-    # log-sum-exp over each query's negatives: every sample of both detectors of another id.
-    lse_neg = torch.logsumexp(sim.masked_fill(same, float("-inf")), dim=1)
+    nq, n_all = q.shape[0], everything.shape[0]
+    q_fg, ids = q[fg], query_ids[fg]  # rows: the queries (background samples are only negatives)
 
-    # Keys of each query: the momentum samples of its id, or its id's queries when there are none.
-    nq = q.shape[0]
-    key_same = same[:, nq:]
-    has_keys = key_same.any(dim=1)
-    pairs = torch.cat([same[:, :nq] & ~has_keys[:, None], key_same], dim=1)
-    rows, cols = pairs.nonzero(as_tuple=True)
-    # -log(e^p / (e^p + e^L)) = softplus(L - p); L = -inf (no negatives) gives 0.
-    pair_loss = F.softplus(lse_neg[rows] - sim[rows, cols])
-    num_keys = pairs.sum(dim=1)
-    row_mean = torch.zeros_like(lse_neg).index_add(0, rows, pair_loss) / num_keys
+    # sum over all columns of exp(sim - 1/tau), sim = q.e / tau
+    shifted = torch.addmm(q_fg.new_tensor(-inv_t), q_fg, everything.T, alpha=inv_t)
+    sum_all = shifted.exp_().sum(dim=1)
+    # the same-id columns: sum_same, and the (key, query) pairs among them
+    rows, cols, n_same = _same_id_pairs(ids, everything_ids)
+    sim_same = (q_fg[rows] * everything[cols]).sum(dim=1) * inv_t
+    sum_same = torch.zeros_like(sum_all).index_add(0, rows, torch.exp(sim_same - inv_t))
+    sum_neg = sum_all - sum_same
+    stable = sum_neg >= 0.5 * sum_all
+    lse_neg = torch.where(stable, torch.log(torch.where(stable, sum_neg, 1.0)) + inv_t, -torch.inf)
+    exact = (~stable & (n_same < n_all)).nonzero().squeeze(1)  # rows with few negatives
+    if len(exact):
+        sim = q_fg[exact] @ everything.T * inv_t
+        same = everything_ids[None, :] == ids[exact, None]
+        exact_lse = torch.logsumexp(sim.masked_fill(same, -torch.inf), dim=1)
+        lse_neg = lse_neg.index_copy(0, exact, exact_lse)
+    # rows without any negative keep -inf: their pairs' loss is log 1 = 0
+
+    # keys of each query: the momentum samples of its id, or its id's queries when there are none
+    is_key = cols >= nq
+    has_keys = torch.zeros_like(n_same).index_add(0, rows, is_key.long()) > 0
+    pair = torch.where(has_keys[rows], is_key, ~is_key)
+    rows, sim_pos = rows[pair], sim_same[pair]
+    # -log(e^p / (e^p + e^L)) = softplus(L - p)
+    pair_loss = F.softplus(lse_neg[rows] - sim_pos)
+    num_keys = torch.zeros_like(n_same).index_add(0, rows, torch.ones_like(rows))
+    row_mean = torch.zeros_like(sum_all).index_add(0, rows, pair_loss) / num_keys
     # mean over an id's (key, query) pairs = mean over its queries of row_mean; then over ids.
     _, inverse, counts = torch.unique(ids, return_inverse=True, return_counts=True)
     return (row_mean / counts[inverse]).sum() / len(counts)
