@@ -120,7 +120,7 @@ def test_infonce_value_and_gradient_where_the_negatives_sum_is_rebuilt(case):
     q_ids = torch.randint(-1, 12, (60,), generator=g)
     k_ids = torch.randint(-1, 12, (50,), generator=g)
     t = 0.5
-    if case == "one dominant id":  # two negatives in all: the stable sum cannot be used
+    if case == "one dominant id":  # id 0 has three negatives: the stable sum cannot be used
         q_ids, k_ids = torch.zeros_like(q_ids), torch.zeros_like(k_ids)
         q_ids[5], k_ids[7] = 1, -1
         k_ids[8] = 1

@@ -87,12 +87,12 @@ def box_infonce(
 
     # keys of each query: the momentum samples of its id, or its id's queries when there are none
     is_key = cols >= nq
-    has_keys = torch.zeros_like(n_same).index_add(0, rows, is_key.long()) > 0
+    has_keys = torch.bincount(rows[is_key], minlength=len(ids)) > 0
     pair = torch.where(has_keys[rows], is_key, ~is_key)
     rows, sim_pos = rows[pair], sim_same[pair]
     # -log(e^p / (e^p + e^L)) = softplus(L - p)
     pair_loss = F.softplus(lse_neg[rows] - sim_pos)
-    num_keys = torch.zeros_like(n_same).index_add(0, rows, torch.ones_like(rows))
+    num_keys = torch.bincount(rows, minlength=len(ids))
     row_mean = torch.zeros_like(sum_all).index_add(0, rows, pair_loss) / num_keys
     # mean over an id's (key, query) pairs = mean over its queries of row_mean; then over ids.
     _, inverse, counts = torch.unique(ids, return_inverse=True, return_counts=True)
