@@ -33,7 +33,7 @@ def signs_backbone(out_dir: str, max_iter: int = 400) -> dict:
     (configs/baselines/faster_rcnn_R18_FPN_demo.py) trained on the *signs* split, whose classes
     differ from the shapes every demo fine-tunes on. Trained into ``<out_dir>/backbone_signs``
     once (resumable); returns its ``backbone.bottom_up.*`` tensors."""
-    import torch
+    from d2ext.checkpoint import load_checkpoint
 
     run_dir = os.path.join(out_dir, "backbone_signs")
     final = os.path.join(run_dir, "model_final.pth")
@@ -47,7 +47,7 @@ def signs_backbone(out_dir: str, max_iter: int = 400) -> dict:
                 f"train.max_iter={max_iter}",
             ],
         )
-    state = torch.load(final, map_location="cpu")["model"]
+    state = load_checkpoint(final)["model"]
     return {k: v for k, v in state.items() if k.startswith("backbone.bottom_up.")}
 
 

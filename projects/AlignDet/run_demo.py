@@ -27,9 +27,9 @@ DETECTORS = {
 
 
 def _final(output_dir: str) -> dict:
-    import torch
+    from d2ext.checkpoint import load_checkpoint
 
-    return torch.load(os.path.join(output_dir, "model_final.pth"), map_location="cpu")["model"]
+    return load_checkpoint(os.path.join(output_dir, "model_final.pth"))["model"]
 
 
 def _save(path: str, state: dict, source: str) -> None:

@@ -31,9 +31,9 @@ def make_proposals(cache_dir: str, filter_name: str) -> None:
 
 
 def convert(pretrain_dir: str, dst: str) -> None:
-    import torch
     from detectron2.config import LazyConfig, instantiate
 
+    from d2ext.checkpoint import load_checkpoint
     from d2ext.checkpoint.convert import (
         compare_with_model,
         convert_state_dict,
@@ -41,7 +41,7 @@ def convert(pretrain_dir: str, dst: str) -> None:
     )
     from d2ext.projects.soco import SOCO_TO_DETECTRON2
 
-    state = torch.load(os.path.join(pretrain_dir, "model_final.pth"), map_location="cpu")
+    state = load_checkpoint(os.path.join(pretrain_dir, "model_final.pth"))
     new, report = convert_state_dict(state["model"], SOCO_TO_DETECTRON2)
     detector = instantiate(LazyConfig.load(FINETUNE).model)
     print(report.summary(), flush=True)

@@ -24,16 +24,15 @@ ARM_FOLDERS = {"imTED": "imted", "encoder only": "encoder_only"}
 
 
 def _convert(mae_ckpt: str, out: str, encoder_only: bool) -> None:
-    import torch
     from detectron2.config import LazyConfig, instantiate
 
-    from d2ext.checkpoint import save_detectron2_checkpoint
+    from d2ext.checkpoint import load_checkpoint, save_detectron2_checkpoint
     from d2ext.projects.imted import mae_to_imted
 
     if os.path.exists(out):
         return
     model = instantiate(LazyConfig.load(DETECTOR).model)
-    ckpt = torch.load(mae_ckpt, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(mae_ckpt)
     state, report = mae_to_imted(ckpt, model, load_decoder=not encoder_only)
     print(("encoder only: " if encoder_only else "imTED: ") + report.summary(), flush=True)
     if report.missing or report.unexpected or report.shape_mismatch:
