@@ -1,11 +1,13 @@
-"""Optimizers: detectron2's SGD and AdamW blocks, and LARS (``model`` is filled in by the
-trainer)."""
+"""Optimizers: detectron2's SGD and AdamW blocks, LARS, and the DETR family's AdamW (``model``
+is filled in by the trainer)."""
 
+import torch
 from detectron2.config import LazyCall as L
 from detectron2.model_zoo import get_config
+from detectron2.solver.build import get_default_optimizer_params
 
 from d2ext.solver import LARS as _LARS
-from d2ext.solver import lars_param_groups
+from d2ext.solver import PrefixLRFactor, lars_param_groups
 
 _optim = get_config("common/optim.py")
 SGD = _optim.SGD
@@ -17,4 +19,16 @@ LARS = L(_LARS)(
     momentum=0.9,
     weight_decay=1e-5,
     trust_coefficient=0.001,
+)
+# Deformable DETR / Co-DETR authors' optimiser: AdamW 2e-4, wd 1e-4 on every parameter,
+# backbone lr x0.1.
+DETRAdamW = L(torch.optim.AdamW)(
+    params=L(get_default_optimizer_params)(
+        base_lr="${..lr}",
+        weight_decay_norm=None,  # the authors decay every parameter
+        lr_factor_func=L(PrefixLRFactor)(prefixes="backbone.", factor=0.1),
+    ),
+    lr=2e-4,
+    betas=(0.9, 0.999),
+    weight_decay=1e-4,
 )
