@@ -4,7 +4,7 @@ positive queries; same data, optimiser and iterations."""
 
 from detectron2.layers import ShapeSpec
 
-from .common.codetr import co_deformable_detr as model
+from .common.codetr import model
 from .deformable_detr_R18_demo import dataloader, lr_multiplier, optimizer, train
 from .deformable_detr_R18_demo import model as _base
 

@@ -2,7 +2,7 @@
 deformable_detr_R50_12ep_coco.py trained with the ATSS and Faster R-CNN auxiliary heads and their
 positive queries. Evaluation runs the base detector only."""
 
-from .common.codetr import co_deformable_detr as model
+from .common.codetr import model
 from .deformable_detr_R50_12ep_coco import dataloader, lr_multiplier, optimizer, train
 
 train.output_dir = "output/co_deformable_detr_R50_12ep_coco"

@@ -1,10 +1,14 @@
 """The base detector alone: two-stage Deformable DETR (box refinement, mixed query selection,
-look-forward-twice), R-50, 12 epochs on COCO, the Co-DETR recipe without auxiliary heads."""
+look-forward-twice), R-50, 12 epochs on COCO, the Co-DETR recipe without auxiliary heads:
+AdamW 2e-4, wd 1e-4, backbone lr x0.1, grad clip 0.1, DETR-style COCO augmentation at batch 16."""
 
-from ....configs.common.schedules import multistep as lr_multiplier
-from ....configs.common.train import train
-from .common.codetr import dataloader, optimizer
-from .common.codetr import deformable_detr as model
+from d2ext.model_zoo import get_config
+
+dataloader = get_config("common/data/coco_detr.py").dataloader
+model = get_config("common/models/deformable_detr.py").model
+optimizer = get_config("common/optim.py").DETRAdamW
+lr_multiplier = get_config("common/schedules.py").multistep
+train = get_config("common/train.py").train
 
 # 12 epochs of COCO train2017 (117k images) at batch 16; lr x0.1 after epoch 11
 train.max_iter = 88000
