@@ -1,5 +1,5 @@
 """AlignDet box-domain pretraining at demo scale on CPU for the DETR family: the demo two-stage
-Deformable DETR of projects/CoDETR/configs/deformable_detr_R18_demo.py (ResNet-18 frozen,
+Deformable DETR of configs/common/models/deformable_detr_R18_demo.py (ResNet-18 frozen,
 128-d, 3 + 3 layers, 100 queries) on the 400 unlabeled demo images, the top-50 proposals per
 image (AlignDet's DETR setting), two views at short side 176-208, 4 images per batch; the
 detector's own optimiser (AdamW 2e-4, wd 1e-4, clip 0.1); query embeddings copied to the
@@ -12,14 +12,11 @@ target.backbone.*; d2ext.projects.aligndet.backbone_init_for_aligndet(state, "ba
 from detectron2.config import LazyCall as L
 from omegaconf import OmegaConf
 
+from d2ext.model_zoo import get_config
 from d2ext.modeling.momentum import MomentumUpdateHook
+from d2ext.projects.aligndet.builders import aligndet_loader, aligndet_model
 
-from ...CoDETR.configs.deformable_detr_R18_demo import lr_multiplier, optimizer, train
-from ...CoDETR.configs.deformable_detr_R18_demo import model as _detector
-from .common.data import aligndet_loader
-from .common.detectors import aligndet_model
-
-model = aligndet_model(_detector)
+model = aligndet_model(get_config("common/models/deformable_detr_R18_demo.py").model)
 
 dataloader = OmegaConf.create()
 dataloader.train = aligndet_loader(
@@ -31,9 +28,16 @@ dataloader.train = aligndet_loader(
     max_proposals=50,
 )
 dataloader.train.num_workers = 1
+optimizer = get_config("common/optim.py").DETRAdamW
+lr_multiplier = get_config("common/schedules.py").multistep
+lr_multiplier.steps = (11 / 12,)
+lr_multiplier.warmup_iter = 0
+train = get_config("common/train.py").train
 
 train.max_iter = 200
 train.extra_hooks = [L(MomentumUpdateHook)(base_momentum=0.996)]
-train.init_checkpoint = ""
+train.clip_grad_norm = 0.1
 train.checkpointer.period = 100
+train.eval_period = 0
+train.log_period = 20
 train.output_dir = "output/aligndet_deformable_detr_R18_demo"

@@ -1,8 +1,9 @@
-"""AlignDet box-domain pretraining of the two-stage Deformable DETR R-50 (the base detector of
-projects/CoDETR) on COCO train2017 images (labels unused): 12 epochs at batch 16, the
-detector's own optimiser (AdamW 2e-4, wd 1e-4, clip 0.1, lr x0.1 after epoch 11); momentum
-detector 0.996 -> 1 (cosine) with the query embeddings copied; two views at short side 640-800
-(long side at most 1333), flip, one colour op; top-50 proposals per image; the ResNet frozen.
+"""AlignDet box-domain pretraining of the two-stage Deformable DETR R-50
+(configs/common/models/deformable_detr.py, the base detector of Co-DETR) on COCO train2017
+images (labels unused): 12 epochs at batch 16, the detector's own optimiser (AdamW 2e-4,
+wd 1e-4, clip 0.1, lr x0.1 after epoch 11); momentum detector 0.996 -> 1 (cosine) with the query
+embeddings copied; two views at short side 640-800 (long side at most 1333), flip, one colour
+op; top-50 proposals per image; the ResNet frozen.
 
 Needs the proposals (AlignDet's ratio3size0008 filter) and an ImageNet ResNet-50 (torchvision
 weights, RGB) for both detectors, as a local file:
@@ -13,14 +14,11 @@ weights, RGB) for both detectors, as a local file:
 from detectron2.config import LazyCall as L
 from omegaconf import OmegaConf
 
+from d2ext.model_zoo import get_config
 from d2ext.modeling.momentum import MomentumUpdateHook
+from d2ext.projects.aligndet.builders import aligndet_loader, aligndet_model
 
-from ...CoDETR.configs.deformable_detr_R50_12ep_coco import lr_multiplier, optimizer, train
-from ...CoDETR.configs.deformable_detr_R50_12ep_coco import model as _detector
-from .common.data import aligndet_loader
-from .common.detectors import aligndet_model
-
-model = aligndet_model(_detector)
+model = aligndet_model(get_config("common/models/deformable_detr.py").model)
 
 dataloader = OmegaConf.create()
 dataloader.train = aligndet_loader(
@@ -32,7 +30,16 @@ dataloader.train = aligndet_loader(
     max_proposals=50,
 )
 dataloader.train.mapper.image_format = "RGB"
+optimizer = get_config("common/optim.py").DETRAdamW
+lr_multiplier = get_config("common/schedules.py").multistep
+lr_multiplier.steps = (11 / 12,)  # lr x0.1 after epoch 11
+lr_multiplier.warmup_iter = 0
+train = get_config("common/train.py").train
 
+train.max_iter = 88000  # 12 epochs of COCO train2017 at batch 16
 train.extra_hooks = [L(MomentumUpdateHook)(base_momentum=0.996)]
+train.clip_grad_norm = 0.1
+train.checkpointer.period = 5000
+train.eval_period = 0
 train.init_checkpoint = ""
 train.output_dir = "output/aligndet_deformable_detr_R50_coco_12ep"

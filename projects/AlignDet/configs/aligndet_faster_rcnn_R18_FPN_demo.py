@@ -7,36 +7,13 @@ ResNet-18 trained on another labelled split); FPN and heads start random, as in 
 RoI sample count scaled to the demo (128 per image, all positive when possible).
 """
 
-from detectron2.config import LazyCall as L
-from omegaconf import OmegaConf
+from d2ext.model_zoo import get_config
+from d2ext.projects.aligndet.builders import aligndet_model
 
-from d2ext.modeling.momentum import MomentumUpdateHook
+from .common.pretrain_demo import dataloader, lr_multiplier, optimizer, train
 
-from ....configs.common.optim import SGD as optimizer
-from ....configs.common.schedules import multistep as lr_multiplier
-from ....configs.common.train import train
-from .common.data import aligndet_loader
-from .common.detectors import aligndet_model, faster_rcnn_demo
-
-model = aligndet_model(faster_rcnn_demo, roi_samples=128)
-
-dataloader = OmegaConf.create()
-dataloader.train = aligndet_loader(
-    "d2ext_demo_unlabeled",
-    "${oc.env:DETECTRON2_DATASETS,datasets}/d2ext_demo/proposals/aligndet_unlabeled",
-    short_edge=(176, 208),
-    max_size=320,
-    batch=8,
+model = aligndet_model(
+    get_config("common/models/faster_rcnn_R18_FPN_demo.py").model, roi_samples=128
 )
-dataloader.train.num_workers = 1
-
-train.max_iter = 200
-train.extra_hooks = [L(MomentumUpdateHook)(base_momentum=0.996)]
-train.clip_grad_norm = 5.0
-train.checkpointer.period = 100
-train.eval_period = 0
-train.log_period = 20
-train.output_dir = "output/aligndet_faster_rcnn_R18_FPN_demo"
 optimizer.lr = 0.02
-optimizer.weight_decay = 1e-4
-lr_multiplier.warmup_iter = 50
+train.output_dir = "output/aligndet_faster_rcnn_R18_FPN_demo"

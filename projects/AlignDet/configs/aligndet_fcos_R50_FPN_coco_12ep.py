@@ -11,33 +11,11 @@ detectors, as a local file (nothing is downloaded):
     (d2ext.projects.aligndet.backbone_init_for_aligndet makes one from a detectron2 model)
 """
 
-from detectron2.config import LazyCall as L
-from omegaconf import OmegaConf
+from d2ext.model_zoo import get_config
+from d2ext.projects.aligndet.builders import aligndet_model
 
-from d2ext.modeling.momentum import MomentumUpdateHook
+from .common.pretrain_coco_12ep import dataloader, lr_multiplier, optimizer, train
 
-from ....configs.common.models.fcos_fpn import model as _detector
-from ....configs.common.optim import SGD as optimizer
-from ....configs.common.schedules import multistep as lr_multiplier
-from ....configs.common.train import train
-from .common.data import aligndet_loader
-from .common.detectors import aligndet_model
-
-model = aligndet_model(_detector, num_samples=2048)
-
-dataloader = OmegaConf.create()
-dataloader.train = aligndet_loader(
-    "coco_2017_train",
-    "${oc.env:DETECTRON2_DATASETS,datasets}/coco/proposals_aligndet",
-    short_edge=(640, 800),
-    max_size=1333,
-    batch=16,
-)
-
-train.max_iter = 90000
-train.extra_hooks = [L(MomentumUpdateHook)(base_momentum=0.996)]
-train.checkpointer.period = 5000
-train.eval_period = 0
-train.output_dir = "output/aligndet_fcos_R50_FPN_coco_12ep"
+model = aligndet_model(get_config("common/models/fcos_fpn.py").model, num_samples=2048)
 optimizer.lr = 0.01
-optimizer.weight_decay = 1e-4
+train.output_dir = "output/aligndet_fcos_R50_FPN_coco_12ep"

@@ -5,12 +5,15 @@ From AlignDet:  train.init_checkpoint=<extracted AlignDet checkpoint> (backbone,
 Baseline:       train.init_checkpoint=<the same backbone alone>     (FPN and heads random)
 """
 
-from ....configs.baselines.faster_rcnn_R18_FPN_demo import (
-    dataloader,
-    lr_multiplier,
-    model,
-    optimizer,
-    train,
+from d2ext.model_zoo import get_config
+
+_base = get_config("baselines/faster_rcnn_R18_FPN_demo.py")
+dataloader, lr_multiplier, model, optimizer, train = (
+    _base.dataloader,
+    _base.lr_multiplier,
+    _base.model,
+    _base.optimizer,
+    _base.train,
 )
 
 optimizer.lr = 0.02 * 1.5

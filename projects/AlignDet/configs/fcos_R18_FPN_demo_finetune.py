@@ -6,11 +6,13 @@ From AlignDet:  train.init_checkpoint=<extracted AlignDet checkpoint> (backbone,
 Baseline:       train.init_checkpoint=<the same backbone alone>     (FPN and head random)
 """
 
-from ....configs.baselines.faster_rcnn_R18_FPN_demo import dataloader
-from ....configs.common.optim import SGD as optimizer
-from ....configs.common.schedules import multistep as lr_multiplier
-from ....configs.common.train import train
-from .common.detectors import fcos_demo as model
+from d2ext.model_zoo import get_config
+
+dataloader = get_config("common/data/demo.py").dataloader
+model = get_config("common/models/fcos_R18_FPN_demo.py").model
+optimizer = get_config("common/optim.py").SGD
+lr_multiplier = get_config("common/schedules.py").multistep
+train = get_config("common/train.py").train
 
 optimizer.lr = 0.01 * 1.5
 optimizer.weight_decay = 1e-4 * 0.5

@@ -7,15 +7,10 @@ rule, lr x1.5 and wd x0.5 (SGD 0.01 x 1.5, wd 5e-5), 90k iterations at batch 16.
         train.init_checkpoint=aligndet_d2.pth
 """
 
-from ....configs.common.data.coco import dataloader
-from ....configs.common.models.fcos_fpn import model
-from ....configs.common.optim import SGD as optimizer
-from ....configs.common.schedules import multistep as lr_multiplier
-from ....configs.common.train import train
+from d2ext.model_zoo import get_config
 
-dataloader.train.mapper.use_instance_mask = False
+from .common.finetune_coco_1x import dataloader, lr_multiplier, optimizer, train
+
+model = get_config("common/models/fcos_fpn.py").model
 optimizer.lr = 0.01 * 1.5
-optimizer.weight_decay = 1e-4 * 0.5
-train.max_iter = 90000
-train.init_checkpoint = ""  # the extracted AlignDet checkpoint
 train.output_dir = "output/fcos_R50_FPN_1x_coco_aligndet_finetune"
