@@ -8,20 +8,24 @@ own label space and zero-shot on the synonyms split (labels never trained).
 from detectron2.config import LazyCall as L
 from detectron2.evaluation import COCOEvaluator
 
-from ....configs.baselines.faster_rcnn_R18_FPN_demo import (
-    dataloader,
-    lr_multiplier,
-    model,
-    optimizer,
-    train,
-)
-from .common.scaledet import dataset_test, make_scaledet, multi_dataset_loader, scaledet_settings
+from d2ext.model_zoo import get_config
+from d2ext.projects.scaledet.builders import dataset_test, make_scaledet, multi_dataset_loader
 
-scaledet = scaledet_settings(
-    ["d2ext_demo_shapes_train", "d2ext_demo_signs_train"],
-    text_path="output/scaledet_demo/text/shapes+signs.npy",
-    vocab_dir="output/scaledet_demo/text",
+from .common.scaledet import scaledet
+
+_base = get_config("baselines/faster_rcnn_R18_FPN_demo.py")
+dataloader, lr_multiplier, model, optimizer, train = (
+    _base.dataloader,
+    _base.lr_multiplier,
+    _base.model,
+    _base.optimizer,
+    _base.train,
 )
+
+scaledet.datasets = ["d2ext_demo_shapes_train", "d2ext_demo_signs_train"]
+scaledet.ratios = [1.0, 1.0]
+scaledet.text.path = "output/scaledet_demo/text/shapes+signs.npy"
+scaledet.text.vocab_dir = "output/scaledet_demo/text"
 make_scaledet(model)
 
 dataloader.train = multi_dataset_loader(dataloader.train.mapper, 4, 1)

@@ -16,27 +16,33 @@ import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
 from detectron2.data import DatasetMapper
 from detectron2.evaluation import COCOEvaluator, LVISEvaluator
-from detectron2.model_zoo import get_config
+from detectron2.model_zoo import get_config as d2_get_config
 
-from ....configs.common.optim import SGD as optimizer
-from ....configs.common.schedules import multistep as lr_multiplier
-from ....configs.common.train import train
-from .common.scaledet import dataset_test, make_scaledet, multi_dataset_loader, scaledet_settings
+from d2ext.model_zoo import get_config
+from d2ext.projects.scaledet.builders import dataset_test, make_scaledet, multi_dataset_loader
 
-model = get_config("common/models/cascade_rcnn.py").model
+from .common.scaledet import scaledet
+
+optimizer = get_config("common/optim.py").SGD
+lr_multiplier = get_config("common/schedules.py").multistep
+train = get_config("common/train.py").train
+
+model = d2_get_config("common/models/cascade_rcnn.py").model
 model.roi_heads.update(mask_in_features=None, mask_pooler=None, mask_head=None)
 make_scaledet(model)
 
-scaledet = scaledet_settings(
-    ["lvis_v1_train", "coco_2017_train", "objects365_v2_train", "oid_train"],
-    text_path="output/scaledet/text/lvis+coco+o365+oid.npy",
+scaledet.datasets = ["lvis_v1_train", "coco_2017_train", "objects365_v2_train", "oid_train"]
+scaledet.ratios = [1.0, 1.0, 1.0, 1.0]
+scaledet.one_dataset_per_batch = True  # every batch from one dataset (its image sizes, density)
+scaledet.text.update(
+    backend="open_clip",
+    model="ViT-B-32",
+    pretrained=None,
+    path="output/scaledet/text/lvis+coco+o365+oid.npy",
     vocab_dir="output/scaledet/text",
-    ratios=[1.0, 1.0, 1.0, 1.0],
-    one_dataset_per_batch=True,  # every batch from one dataset (its image sizes and density)
 )
-scaledet["text"].update(backend="open_clip", model="ViT-B-32", pretrained=None)
 
-train_mapper = L(DatasetMapper)(
+_train_mapper = L(DatasetMapper)(
     is_train=True,
     augmentations=[
         L(T.ResizeShortestEdge)(
@@ -47,32 +53,32 @@ train_mapper = L(DatasetMapper)(
     image_format="BGR",
     use_instance_mask=False,
 )
-test_mapper = L(DatasetMapper)(
+_test_mapper = L(DatasetMapper)(
     is_train=False,
     augmentations=[L(T.ResizeShortestEdge)(short_edge_length=800, max_size=1333)],
     image_format="BGR",
 )
 dataloader = {
-    "train": multi_dataset_loader(train_mapper, total_batch_size=64, num_workers=8),
+    "train": multi_dataset_loader(_train_mapper, total_batch_size=64, num_workers=8),
     "tests": {
         "lvis": dataset_test(
             "lvis_v1_val",
-            test_mapper,
+            _test_mapper,
             L(LVISEvaluator)(dataset_name="lvis_v1_val", max_dets_per_image=300),
         ),
         "coco": dataset_test(
-            "coco_2017_val", test_mapper, L(COCOEvaluator)(dataset_name="coco_2017_val")
+            "coco_2017_val", _test_mapper, L(COCOEvaluator)(dataset_name="coco_2017_val")
         ),
         "objects365": dataset_test(
-            "objects365_v2_val", test_mapper, L(COCOEvaluator)(dataset_name="objects365_v2_val")
+            "objects365_v2_val", _test_mapper, L(COCOEvaluator)(dataset_name="objects365_v2_val")
         ),
         "openimages": dataset_test(
-            "oid_val_expanded", test_mapper, L(COCOEvaluator)(dataset_name="oid_val_expanded")
+            "oid_val_expanded", _test_mapper, L(COCOEvaluator)(dataset_name="oid_val_expanded")
         ),
     },
 }
-for predictor in model.roi_heads.box_predictors:
-    predictor.test_topk_per_image = 300  # LVIS-style evaluation keeps 300 detections
+for _predictor in model.roi_heads.box_predictors:
+    _predictor.test_topk_per_image = 300  # LVIS-style evaluation keeps 300 detections
 
 train.init_checkpoint = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
 train.max_iter = 180000

@@ -6,7 +6,8 @@ from detectron2.config import LazyCall as L
 from detectron2.modeling import SwinTransformer
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
 
-from ....configs.common.optim import AdamW as optimizer
+from d2ext.model_zoo import get_config
+
 from .scaledet_R50_FPN_cascade_lvis_coco_o365_oid import (
     dataloader,
     lr_multiplier,
@@ -14,6 +15,8 @@ from .scaledet_R50_FPN_cascade_lvis_coco_o365_oid import (
     scaledet,
     train,
 )
+
+optimizer = get_config("common/optim.py").AdamW
 
 model.backbone = L(FPN)(
     bottom_up=L(SwinTransformer)(
