@@ -7,10 +7,12 @@
         train.init_checkpoint=imted_vit_b.pth
 """
 
-from ....configs.common.data.coco import dataloader
-from ....configs.common.schedules import multistep as lr_multiplier
-from ....configs.common.train import train
-from .common.imted import imted_model, imted_optimizer
+from d2ext.model_zoo import get_config
+from d2ext.projects.imted.builders import imted_model, imted_optimizer
+
+dataloader = get_config("common/data/coco.py").dataloader
+lr_multiplier = get_config("common/schedules.py").multistep
+train = get_config("common/train.py").train
 
 model = imted_model("B")
 optimizer = imted_optimizer(num_layers=12)

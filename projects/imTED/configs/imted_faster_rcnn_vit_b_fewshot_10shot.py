@@ -8,7 +8,8 @@ decay over the decoder; evaluated on val2017 (nAP = the novel classes' AP).
         dataloader.train.dataset.names=coco_2017_train_30shot_seed0
 """
 
-from .common.imted import imted_model
+from d2ext.projects.imted.builders import imted_model
+
 from .imted_faster_rcnn_vit_b_fewshot_base import dataloader, lr_multiplier, optimizer, train
 
 model = imted_model("B", num_classes=80)

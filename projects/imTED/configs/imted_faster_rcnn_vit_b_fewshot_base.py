@@ -6,7 +6,8 @@ imTED few-shot recipe), evaluated on the base classes of val2017.
         train.init_checkpoint=imted_vit_b.pth
 """
 
-from .common.imted import imted_model, imted_optimizer
+from d2ext.projects.imted.builders import imted_model, imted_optimizer
+
 from .imted_faster_rcnn_vit_b_3x_coco import dataloader, lr_multiplier, train
 
 model = imted_model("B", num_classes=60)

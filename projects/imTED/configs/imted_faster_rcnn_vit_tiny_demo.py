@@ -10,10 +10,12 @@ import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 
-from ....configs.common.data.demo import dataloader
-from ....configs.common.schedules import multistep as lr_multiplier
-from ....configs.common.train import train
-from .common.imted import imted_model, imted_optimizer
+from d2ext.model_zoo import get_config
+from d2ext.projects.imted.builders import imted_model, imted_optimizer
+
+dataloader = get_config("common/data/demo.py").dataloader
+lr_multiplier = get_config("common/schedules.py").multistep
+train = get_config("common/train.py").train
 
 model = imted_model("S", num_classes=5, drop_path=0.0)
 model.backbone.net.update(embed_dim=192, depth=6, num_heads=3, img_size=160, pretrain_img_size=160)

@@ -1,7 +1,8 @@
 """imTED Mask R-CNN with ViT-S: the Faster R-CNN recipe plus detectron2's FCN mask head on the
 pyramid (P2-P5), COCO 3x."""
 
-from .common.imted import imted_model
+from d2ext.projects.imted.builders import imted_model
+
 from .imted_faster_rcnn_vit_s_3x_coco import dataloader, lr_multiplier, optimizer, train
 
 model = imted_model("S", mask=True)

@@ -8,11 +8,13 @@ training images, labels unused): ViT-Tiny encoder (192 x 6, 3 heads, patch 16) a
 from detectron2.config import LazyCall as L
 from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
 
+from d2ext.model_zoo import get_config
 from d2ext.projects.imted import MAE, MAEDatasetMapper
 
-from ....configs.common.optim import AdamW as optimizer
-from ....configs.common.schedules import cosine as lr_multiplier
-from ....configs.common.train import train
+optimizer = get_config("common/optim.py").AdamW
+lr_multiplier = get_config("common/schedules.py").cosine
+train = get_config("common/train.py").train
+
 
 model = L(MAE)(
     img_size=160,

@@ -1,10 +1,11 @@
-"""imTED blocks: the detector around a ViT size, and AdamW with imTED's layer-wise lr decay."""
+"""Config builders for imTED: the detector around a ViT size and AdamW with imTED's layer-wise
+lr decay. Both return LazyConfig nodes built on detectron2's model-zoo blocks."""
 
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 from detectron2.model_zoo import get_config
 
-from d2ext.projects.imted import (
+from .modeling import (
     IMTEDFeaturePyramid,
     IMTEDROIHeads,
     IMTEDViT,
@@ -12,6 +13,8 @@ from d2ext.projects.imted import (
     MAEDecoderHead,
     MultiScaleFeatureModulator,
 )
+
+__all__ = ["VIT_SIZES", "imted_model", "imted_optimizer"]
 
 # encoder (width, depth, heads) and MAE decoder (width, depth, heads) per size (SPEC.md)
 VIT_SIZES = {
@@ -23,7 +26,18 @@ VIT_SIZES = {
 
 def imted_model(size: str = "B", mask: bool = False, num_classes: int = 80, drop_path: float = 0.1):
     """Faster (``mask=False``) or Mask R-CNN with imTED's encoder, pyramid, modulator and MAE
-    decoder box head (GIoU loss x10, class-specific boxes)."""
+    decoder box head (GIoU loss x10, class-specific boxes), from detectron2's ViTDet Mask R-CNN
+    block.
+
+    Args:
+        size: ``"S"``, ``"B"`` or ``"L"`` (:data:`VIT_SIZES`).
+        mask: keep detectron2's FCN mask head (Mask R-CNN).
+        num_classes: detector classes.
+        drop_path: the encoder's stochastic depth rate.
+
+    Returns:
+        the LazyCall of the ``GeneralizedRCNN``.
+    """
     (width, depth, heads), (dec_width, dec_depth, dec_heads) = VIT_SIZES[size]
     model = get_config("common/models/mask_rcnn_vitdet.py").model
     model.backbone._target_ = IMTEDFeaturePyramid
@@ -81,7 +95,17 @@ def imted_model(size: str = "B", mask: bool = False, num_classes: int = 80, drop
 
 def imted_optimizer(num_layers: int, num_decoder_layers: int = 0, rate: float = 0.75):
     """AdamW 1e-4, weight decay 0.05 (none on norms, biases and position embeddings), layer
-    decay ``rate`` over the encoder blocks (and the decoder blocks when given)."""
+    decay ``rate`` over the encoder blocks (and the decoder blocks when given).
+
+    Args:
+        num_layers: encoder blocks.
+        num_decoder_layers: decoder blocks of the box head that layer decay also covers (0:
+            none).
+        rate: the per-layer lr decay.
+
+    Returns:
+        the LazyCall of ``torch.optim.AdamW`` (``params.model`` filled in by the trainer).
+    """
     optimizer = get_config("common/optim.py").AdamW
     optimizer.lr = 1e-4
     optimizer.weight_decay = 0.05
