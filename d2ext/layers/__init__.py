@@ -9,6 +9,7 @@ from .assign_fpn_levels import (
     assign_levels_soco_reference,
 )
 from .box_jitter import box_jitter, box_jitter_reference, clip_boxes_to_view
+from .ms_deform_attn import ms_deform_attn, ms_deform_attn_reference
 
 __all__ = [
     "SOCO_THRESHOLDS",
@@ -20,4 +21,6 @@ __all__ = [
     "box_jitter",
     "box_jitter_reference",
     "clip_boxes_to_view",
+    "ms_deform_attn",
+    "ms_deform_attn_reference",
 ]

@@ -25,6 +25,8 @@ OP_NAMES = (
     "assign_fpn_levels_log",
     "felzenszwalb",
     "selective_search",
+    "ms_deform_attn",
+    "ms_deform_attn_backward",
 )
 # Preprocessing ops with a CPU kernel only (proposals are made before training, on CPUs).
 CPU_ONLY_OPS = ("felzenszwalb", "selective_search")
@@ -89,3 +91,42 @@ if _C is not None:
     @torch.library.register_fake("d2ext::assign_fpn_levels_log")
     def _log_fake(boxes, min_level, max_level, canonical_box_size, canonical_level):
         return boxes.new_empty((boxes.shape[0],), dtype=torch.int64)
+
+    @torch.library.register_fake("d2ext::ms_deform_attn")
+    def _ms_deform_attn_fake(value, spatial_shapes, sampling_locations, attention_weights):
+        n, _, m, d = value.shape
+        return value.new_empty((n, sampling_locations.shape[1], m * d))
+
+    @torch.library.register_fake("d2ext::ms_deform_attn_backward")
+    def _ms_deform_attn_backward_fake(
+        grad_output, value, spatial_shapes, sampling_locations, attention_weights
+    ):
+        return (
+            torch.empty_like(value, memory_format=torch.contiguous_format),
+            torch.empty_like(sampling_locations, memory_format=torch.contiguous_format),
+            torch.empty_like(attention_weights, memory_format=torch.contiguous_format),
+        )
+
+    def _ms_deform_attn_setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    def _ms_deform_attn_backward(ctx, grad_output):
+        value, spatial_shapes, sampling_locations, attention_weights = ctx.saved_tensors
+        grad_value, grad_loc, grad_attn = torch.ops.d2ext.ms_deform_attn_backward(
+            grad_output, value, spatial_shapes, sampling_locations, attention_weights
+        )
+        need = ctx.needs_input_grad
+        return (
+            grad_value if need[0] else None,
+            None,
+            grad_loc if need[2] else None,
+            grad_attn if need[3] else None,
+        )
+
+    # The backward runs the compiled d2ext::ms_deform_attn_backward; it is not itself
+    # differentiable (no double backward).
+    torch.library.register_autograd(
+        "d2ext::ms_deform_attn",
+        _ms_deform_attn_backward,
+        setup_context=_ms_deform_attn_setup_context,
+    )

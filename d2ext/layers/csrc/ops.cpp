@@ -23,6 +23,16 @@ TORCH_LIBRARY(d2ext, m) {
   // int64 [N, 4] XYWH boxes (inclusive pixels, w = x_max - x_min), segments then merges. CPU
   // only: proposals are made in preprocessing.
   m.def("selective_search(Tensor image, float scale, float sigma, int min_size) -> Tensor");
+  // Multi-scale deformable attention (Deformable DETR) with the authors' bilinear sampling:
+  // value [N, S, M, D], spatial_shapes int64 [L, 2] (H, W; sum H * W = S), sampling_locations
+  // [N, Q, M, L, P, 2] (x, y in [0, 1]), attention_weights [N, Q, M, L, P] -> [N, Q, M * D].
+  m.def(
+      "ms_deform_attn(Tensor value, Tensor spatial_shapes, Tensor sampling_locations, "
+      "Tensor attention_weights) -> Tensor");
+  // Its backward: gradients of value, sampling_locations and attention_weights.
+  m.def(
+      "ms_deform_attn_backward(Tensor grad_output, Tensor value, Tensor spatial_shapes, "
+      "Tensor sampling_locations, Tensor attention_weights) -> (Tensor, Tensor, Tensor)");
 }
 
 // Importable as the Python module d2ext._C; loading it registers the operators above.

@@ -1,10 +1,10 @@
-"""Multi-scale deformable attention (Deformable DETR, Zhu et al. 2021), pure torch.
+"""Multi-scale deformable attention module (Deformable DETR, Zhu et al. 2021).
 
-``multi_scale_deformable_attn`` samples every level with ``F.grid_sample`` (bilinear, zero
-padding, ``align_corners=False``): the same arithmetic as the authors' CUDA kernel, and it runs
-anywhere torch does. ``MSDeformAttn`` is the module with the authors' parameterisation and
-initialisation (offsets start on a ring of directions, one per head, growing with the point
-index; uniform attention weights).
+``MSDeformAttn`` is the module with the authors' parameterisation and initialisation (offsets
+start on a ring of directions, one per head, growing with the point index; uniform attention
+weights). It calls ``multi_scale_deformable_attn``, which is :func:`d2ext.layers.ms_deform_attn`:
+the compiled kernel of ``d2ext._C`` where one exists for the device, else the pure-torch
+``F.grid_sample`` reference (:func:`d2ext.layers.ms_deform_attn_reference`).
 """
 
 from __future__ import annotations
@@ -12,47 +12,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from d2ext.layers import ms_deform_attn as multi_scale_deformable_attn
+
 __all__ = ["MSDeformAttn", "multi_scale_deformable_attn"]
-
-
-def multi_scale_deformable_attn(
-    value: torch.Tensor,
-    spatial_shapes: torch.Tensor,
-    sampling_locations: torch.Tensor,
-    attention_weights: torch.Tensor,
-) -> torch.Tensor:
-    """Args:
-        value: (N, S, M, D), the per-head values of all levels flattened level after level
-            (S = sum of H_l * W_l).
-        spatial_shapes: (L, 2) long, (H_l, W_l) per level.
-        sampling_locations: (N, Q, M, L, P, 2), (x, y) in [0, 1] of each level's valid map.
-        attention_weights: (N, Q, M, L, P), softmax-normalised over L * P.
-    Returns:
-        (N, Q, M * D).
-    """
-    n, s, m, d = value.shape
-    _, q, _, num_levels, num_points, _ = sampling_locations.shape
-    shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
-    if sum(h * w for h, w in shapes) != s:
-        raise ValueError(f"spatial_shapes {shapes} do not add up to the {s} values")
-    values = value.split([h * w for h, w in shapes], dim=1)
-    grids = 2 * sampling_locations - 1  # grid_sample's [-1, 1]
-    sampled = []
-    for lvl, (h, w) in enumerate(shapes):
-        # (N, H*W, M, D) -> (N*M, D, H, W)
-        v = values[lvl].flatten(2).transpose(1, 2).reshape(n * m, d, h, w)
-        # (N, Q, M, P, 2) -> (N*M, Q, P, 2)
-        g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)
-        sampled.append(
-            F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)
-        )  # (N*M, D, Q, P)
-    # (N, Q, M, L, P) -> (N*M, 1, Q, L*P)
-    weights = attention_weights.transpose(1, 2).reshape(n * m, 1, q, num_levels * num_points)
-    out = (torch.stack(sampled, dim=-2).flatten(-2) * weights).sum(-1)  # (N*M, D, Q)
-    return out.view(n, m * d, q).transpose(1, 2).contiguous()
 
 
 class MSDeformAttn(nn.Module):
