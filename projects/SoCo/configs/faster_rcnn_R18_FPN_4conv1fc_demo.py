@@ -5,12 +5,15 @@ From SoCo:      train.init_checkpoint=<converted SoCo checkpoint>
 From scratch:   train.init_checkpoint=""   (the same network, randomly initialised)
 """
 
-from ....configs.baselines.faster_rcnn_R18_FPN_demo import (
-    dataloader,
-    lr_multiplier,
-    model,
-    optimizer,
-    train,
+from d2ext.model_zoo import get_config
+
+_base = get_config("baselines/faster_rcnn_R18_FPN_demo.py")
+dataloader, lr_multiplier, model, optimizer, train = (
+    _base.dataloader,
+    _base.lr_multiplier,
+    _base.model,
+    _base.optimizer,
+    _base.train,
 )
 
 model.roi_heads.box_head.update(conv_dims=[128, 128, 128, 128], fc_dims=[512], conv_norm="BN")

@@ -7,12 +7,12 @@ everywhere, weight decay 2.5e-5 (the authors' fine-tuning recipe).
     python tools/train_net.py --config-file <this> train.init_checkpoint=soco_d2.pth
 """
 
-from detectron2.model_zoo import get_config
+from d2ext.model_zoo import get_config
 
-from ....configs.common.data.coco import dataloader
-from ....configs.common.optim import SGD as optimizer
-from ....configs.common.schedules import multistep as lr_multiplier
-from ....configs.common.train import train
+dataloader = get_config("common/data/coco.py").dataloader
+optimizer = get_config("common/optim.py").SGD
+lr_multiplier = get_config("common/schedules.py").multistep
+train = get_config("common/train.py").train
 
 model = get_config("common/models/mask_rcnn_fpn.py").model
 model.backbone.bottom_up.stem.norm = "SyncBN"

@@ -13,17 +13,17 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads import FastRCNNConvFCHead
 from omegaconf import OmegaConf
 
+from d2ext.model_zoo import get_config
 from d2ext.modeling.momentum import MomentumUpdateHook
 from d2ext.projects.soco import SoCo, SoCoDatasetMapper
 from d2ext.proposals import DatasetProposals
 
-from ....configs.baselines.faster_rcnn_R18_FPN_demo import model as _detector
-from ....configs.common.optim import SGD as optimizer
-from ....configs.common.schedules import cosine as lr_multiplier
-from ....configs.common.train import train
+optimizer = get_config("common/optim.py").SGD
+lr_multiplier = get_config("common/schedules.py").cosine
+train = get_config("common/train.py").train
 
 model = L(SoCo)(
-    backbone=_detector.backbone,
+    backbone=get_config("common/models/faster_rcnn_R18_FPN_demo.py").model.backbone,
     box_head=L(FastRCNNConvFCHead)(
         input_shape=ShapeSpec(channels=128, height=7, width=7),
         conv_dims=[128, 128, 128, 128],

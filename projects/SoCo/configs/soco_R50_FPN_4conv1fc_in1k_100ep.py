@@ -14,27 +14,28 @@ from detectron2.modeling.roi_heads import FastRCNNConvFCHead
 from omegaconf import OmegaConf
 
 from d2ext.data.datasets import image_folder_dicts
+from d2ext.model_zoo import get_config
 from d2ext.modeling.momentum import MomentumUpdateHook
 from d2ext.projects.soco import SoCo, SoCoDatasetMapper
 from d2ext.proposals import DatasetProposals
+from d2ext.solver.scaling import epochs_to_iters, linear_scaled_lr
 
-from ....configs.common.models.faster_rcnn_fpn import model as _detector
-from ....configs.common.optim import LARS as optimizer
-from ....configs.common.schedules import cosine as lr_multiplier
-from ....configs.common.train import train
+optimizer = get_config("common/optim.py").LARS
+lr_multiplier = get_config("common/schedules.py").cosine
+train = get_config("common/train.py").train
 
 IMAGENET_TRAIN_IMAGES = 1281167
 BATCH = 2048
 EPOCHS = 100
 
-backbone = _detector.backbone
-backbone.bottom_up.stem.norm = "SyncBN"
-backbone.bottom_up.stages.norm = "SyncBN"
-backbone.norm = "SyncBN"
-backbone.bottom_up.stages.stride_in_1x1 = False  # torchvision-style ResNet, as SoCo trains
+_backbone = get_config("common/models/faster_rcnn_fpn.py").model.backbone
+_backbone.bottom_up.stem.norm = "SyncBN"
+_backbone.bottom_up.stages.norm = "SyncBN"
+_backbone.norm = "SyncBN"
+_backbone.bottom_up.stages.stride_in_1x1 = False  # torchvision-style ResNet, as SoCo trains
 
 model = L(SoCo)(
-    backbone=backbone,
+    backbone=_backbone,
     box_head=L(FastRCNNConvFCHead)(
         input_shape=ShapeSpec(channels=256, height=7, width=7),
         conv_dims=[256, 256, 256, 256],
@@ -66,12 +67,19 @@ dataloader.train = L(build_detection_train_loader)(
 )
 dataloader.evaluator = None  # pretraining: nothing to evaluate
 
+# train.max_iter is read as a number by the trainer: with another batch size, set it too
+# (EPOCHS x IMAGENET_TRAIN_IMAGES // batch); lr and warmup below follow the batch by themselves.
 train.max_iter = EPOCHS * IMAGENET_TRAIN_IMAGES // BATCH
 train.extra_hooks = [L(MomentumUpdateHook)(base_momentum=0.99)]
 train.checkpointer.period = 5000
 train.eval_period = 0
 train.output_dir = "output/soco_R50_FPN_4conv1fc_in1k_100ep"
 
-optimizer.lr = 1.0 * BATCH / 256
+# lr 1.0 x batch / 256 and 10 warmup epochs, from dataloader.train.total_batch_size when built
+optimizer.lr = L(linear_scaled_lr)(
+    base_lr=1.0, batch_size="${dataloader.train.total_batch_size}", base_batch_size=256
+)
 optimizer.weight_decay = 1e-5
-lr_multiplier.warmup_iter = 10 * IMAGENET_TRAIN_IMAGES // BATCH
+lr_multiplier.warmup_iter = L(epochs_to_iters)(
+    epochs=10, num_images=IMAGENET_TRAIN_IMAGES, batch_size="${dataloader.train.total_batch_size}"
+)

@@ -10,6 +10,7 @@ from detectron2.data import build_detection_train_loader, get_detection_dataset_
 
 from d2ext.model_zoo import get_config
 from d2ext.projects.imted import MAE, MAEDatasetMapper
+from d2ext.solver.scaling import linear_scaled_lr
 
 optimizer = get_config("common/optim.py").AdamW
 lr_multiplier = get_config("common/schedules.py").cosine
@@ -40,7 +41,10 @@ dataloader = {
         num_workers=1,
     )
 }
-optimizer.lr = 1.5e-4 * 32 / 256 * 4  # MAE's base lr x batch / 256 (x4: short schedule)
+# MAE's base lr 1.5e-4 (x4: short schedule) x batch / 256, from dataloader.train.total_batch_size
+optimizer.lr = L(linear_scaled_lr)(
+    base_lr=1.5e-4 * 4, batch_size="${dataloader.train.total_batch_size}", base_batch_size=256
+)
 optimizer.weight_decay = 0.05
 optimizer.betas = (0.9, 0.95)
 lr_multiplier.warmup_iter = 100
