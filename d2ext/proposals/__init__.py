@@ -8,14 +8,32 @@ from .backends import (
     selective_search_fast,
     selective_search_reference,
 )
-from .cache import ProposalCache, ProposalWriter
+from .cache import (
+    CacheLockedError,
+    CacheSettingsError,
+    DuplicateKeyError,
+    ProposalCache,
+    ProposalWriter,
+)
 from .convert import DatasetProposals, cache_to_coco, cache_to_soco, coco_to_cache, soco_to_cache
 from .filters import ALIGNDET_FILTER, FILTERS, SOCO_FILTER, ProposalFilter, filter_from_name
-from .generate import GenerationSummary, dataset_items, generate_proposals, shard_items
+from .generate import (
+    GenerationSummary,
+    WorkerDiedError,
+    check_unique_keys,
+    dataset_items,
+    generate_proposals,
+    shard_items,
+)
 
 __all__ = [
     "ALIGNDET_FILTER",
     "BACKENDS",
+    "CacheLockedError",
+    "CacheSettingsError",
+    "DuplicateKeyError",
+    "WorkerDiedError",
+    "check_unique_keys",
     "DEFAULT_BACKEND",
     "DatasetProposals",
     "cache_to_coco",

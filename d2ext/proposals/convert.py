@@ -11,9 +11,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from d2ext.utils.io import atomic_write_bytes
-
-from .cache import ProposalCache, ProposalWriter
+from .cache import ProposalCache, ProposalWriter, atomic_write_bytes
 
 __all__ = [
     "DatasetProposals",
@@ -75,10 +73,10 @@ def coco_to_cache(json_path: str, out_dir: str, chunk_size: int = 1024) -> int:
         if ann["image_id"] not in per_image:
             raise ValueError(f"{json_path}: annotation {ann.get('id')} names unknown image")
         per_image[ann["image_id"]].append(ann["bbox"])
-    writer = ProposalWriter(out_dir, chunk_size=chunk_size)
-    for im in coco["images"]:
-        writer.add(str(im["id"]), (im["height"], im["width"]), _xywh_to_xyxy(per_image[im["id"]]))
-    writer.flush()
+    with ProposalWriter(out_dir, chunk_size=chunk_size) as writer:
+        for im in coco["images"]:
+            boxes = _xywh_to_xyxy(per_image[im["id"]])
+            writer.add(str(im["id"]), (im["height"], im["width"]), boxes)
     return len(coco["images"])
 
 
@@ -94,17 +92,16 @@ def soco_to_cache(json_path: str, out_dir: str, image_root: str, chunk_size: int
     image headers under ``image_root``. Returns the number of images."""
     with open(json_path) as f:
         data = json.load(f)
-    writer = ProposalWriter(out_dir, chunk_size=chunk_size)
-    for name, boxes in data.items():
-        path = os.path.join(image_root, name)
-        try:
-            with Image.open(path) as im:
-                size = (im.height, im.width)
-        except OSError as e:
-            writer.add_failed(name, f"cannot read the size of {path}: {e}")
-            continue
-        writer.add(name, size, _xywh_to_xyxy(boxes))
-    writer.flush()
+    with ProposalWriter(out_dir, chunk_size=chunk_size) as writer:
+        for name, boxes in data.items():
+            path = os.path.join(image_root, name)
+            try:
+                with Image.open(path) as im:
+                    size = (im.height, im.width)
+            except OSError as e:
+                writer.add_failed(name, f"cannot read the size of {path}: {e}")
+                continue
+            writer.add(name, size, _xywh_to_xyxy(boxes))
     return len(data)
 
 

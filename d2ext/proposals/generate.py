@@ -1,22 +1,29 @@
 """Proposal generation over many images: parallel, sharded, resumable."""
 
+import dataclasses
+import inspect
 import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 
 import numpy as np
 
 from .backends import BACKENDS, DEFAULT_BACKEND, ProposalInputError, load_image_rgb
-from .cache import ProposalWriter
+from .cache import DuplicateKeyError, ProposalWriter, read_cache_keys
 from .filters import ProposalFilter
 
 __all__ = [
     "GenerationSummary",
+    "WorkerDiedError",
+    "check_unique_keys",
     "dataset_items",
     "generate_proposals",
+    "generation_settings",
     "proposals_for_image",
     "shard_items",
 ]
@@ -24,20 +31,38 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+class WorkerDiedError(RuntimeError):
+    """A worker process died (killed by a signal, e.g. the out-of-memory killer, or exited).
+
+    Attributes:
+        in_flight: keys of the images the workers were processing or had queued; one of them
+            was being processed by the worker that died. None of them is recorded.
+        saved: images of this run written to the cache before the error.
+    """
+
+    def __init__(self, message: str, in_flight: list[str], saved: int):
+        super().__init__(message)
+        self.in_flight = in_flight
+        self.saved = saved
+
+
 @dataclass
 class GenerationSummary:
     done: int = 0
-    skipped: int = 0  # already in the cache (resume)
+    skipped: int = 0  # already in the cache (resume), previously failed ones included
     empty: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     boxes: int = 0
     stages: Counter = field(default_factory=Counter)  # which filter stage kept each image
     seconds: float = 0.0
+    skipped_failed: int = 0  # of ``skipped``: recorded as failed by an earlier run
 
     def __str__(self) -> str:
         per = self.boxes / max(self.done - self.empty, 1)
         lines = [
-            f"images done {self.done}, skipped (already cached) {self.skipped}, "
+            f"images done {self.done}, skipped {self.skipped} (already cached "
+            f"{self.skipped - self.skipped_failed}, previously failed {self.skipped_failed}"
+            f"{': --retry-failed retries them' if self.skipped_failed else ''}), "
             f"empty {self.empty}, failed {len(self.failed)}; {per:.1f} boxes per non-empty "
             f"image; {self.seconds:.1f} s",
             f"filter stages: {dict(self.stages)}",
@@ -57,11 +82,55 @@ def dataset_items(name: str) -> list[tuple[str, str]]:
     return [(str(d["image_id"]), d["file_name"]) for d in DatasetCatalog.get(name)]
 
 
+def check_unique_keys(items: Sequence[tuple[str, str]]) -> None:
+    """Raises :class:`DuplicateKeyError` naming the first key given to two images."""
+    seen: dict[str, str] = {}
+    for key, path in items:
+        key = str(key)
+        if key in seen:
+            raise DuplicateKeyError(
+                f"two images have the key {key!r}: {seen[key]} and {path}; keys must be unique "
+                "(with --images, keys are paths relative to the images' common folder)"
+            )
+        seen[key] = path
+
+
 def shard_items(items: Sequence, shard: int, num_shards: int) -> list:
     """Every num_shards-th item from ``shard``: shards split the work without coordination."""
     if not 0 <= shard < num_shards:
         raise ValueError(f"shard {shard} is not in [0, {num_shards})")
     return list(items[shard::num_shards])
+
+
+def generation_settings(
+    backend: str, filt: ProposalFilter | None, backend_kwargs: dict | None = None
+) -> dict:
+    """What a cache records about how its proposals were made: the backend, its
+    selective-search parameters (defaults filled in) and the filter with its parameters.
+
+    Raises:
+        ValueError: an unknown backend or backend parameter.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; available: {sorted(BACKENDS)}")
+    params = dict(list(inspect.signature(BACKENDS[backend]).parameters.items())[1:])
+    unknown = sorted(set(backend_kwargs or {}) - set(params))
+    if unknown:
+        raise ValueError(f"backend {backend!r} has no parameter {unknown}; it takes {list(params)}")
+    search = {name: p.default for name, p in params.items()}
+    search.update(backend_kwargs or {})
+    if filt is None:
+        filter_record = None
+    else:
+        cls = type(filt)
+        filter_record = {"class": f"{cls.__module__}.{cls.__qualname__}"}
+        if dataclasses.is_dataclass(filt):
+            filter_record.update(dataclasses.asdict(filt))
+        else:
+            filter_record["repr"] = repr(filt)
+        if isinstance(filt, ProposalFilter):
+            filter_record["name"] = filt.name
+    return {"format": 1, "backend": backend, "selective_search": search, "filter": filter_record}
 
 
 def proposals_for_image(path: str, backend: str, filt: ProposalFilter | None, backend_kwargs):
@@ -84,6 +153,36 @@ def _work(args):
         return key, proposals_for_image(path, backend, filt, backend_kwargs), None
     except ProposalInputError as e:
         return key, None, str(e)
+    except MemoryError as e:
+        return key, None, f"out of memory: {e}"
+
+
+def _parallel(jobs: list, workers: int):
+    """Yields ``_work``'s results from ``workers`` spawned processes, at most 2 images per
+    worker in flight. A dead worker raises :class:`WorkerDiedError` (where
+    ``multiprocessing.Pool`` would wait forever)."""
+    executor = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+    in_flight: dict[Future, str] = {}
+    next_job = 0
+    try:
+        while next_job < len(jobs) or in_flight:
+            while next_job < len(jobs) and len(in_flight) < 2 * workers:
+                job = jobs[next_job]
+                in_flight[executor.submit(_work, job)] = str(job[0])
+                next_job += 1
+            finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            broken = False
+            for future in finished:  # results handed back before a death come first
+                if isinstance(future.exception(), BrokenProcessPool):
+                    broken = True
+                    continue
+                result = future.result()
+                del in_flight[future]
+                yield result
+            if broken:
+                raise WorkerDiedError("", sorted(in_flight.values()), 0)
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
 
 
 def generate_proposals(
@@ -97,50 +196,96 @@ def generate_proposals(
     chunk_size: int = 64,
     backend_kwargs: dict | None = None,
     progress: bool = True,
+    retry_failed: bool = False,
+    overwrite: bool = False,
 ) -> GenerationSummary:
     """Writes the proposals of this shard's share of ``items`` ((key, image path) pairs) to
-    the cache at ``out_dir``, skipping keys already there.
+    the cache at ``out_dir``, skipping keys already there (in any shard).
+
+    Before any image is processed: keys must be unique over all ``items``, and the cache's
+    recorded settings (backend, its parameters, filter and its parameters) must be this run's.
+    A worker that dies stops the job; every image finished before is in the cache, so a rerun
+    resumes.
 
     Args:
         filt: applied before storing (None: store every box).
-        workers: processes; each runs the backend on one image at a time.
-        chunk_size: images per cache chunk (the most a kill loses).
-    """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; available: {sorted(BACKENDS)}")
-    writer = ProposalWriter(out_dir, shard, num_shards, chunk_size=chunk_size)
-    mine = shard_items(list(items), shard, num_shards)
-    done = writer.done_keys()
-    todo = [(k, p) for k, p in mine if str(k) not in done]
-    summary = GenerationSummary(skipped=len(mine) - len(todo))
-    jobs = [(k, p, backend, filt, backend_kwargs or {}) for k, p in todo]
-    start = time.perf_counter()
-    bar = None
-    if progress:
-        from tqdm import tqdm
+        workers: processes; each runs the backend on one image at a time (1: in this process).
+        chunk_size: images per cache chunk (the most a kill of this process loses).
+        retry_failed: process again the images recorded as failed by earlier runs (without
+            it they are skipped and counted in ``skipped_failed``).
+        overwrite: delete a cache at ``out_dir`` made with other settings (or recording none)
+            and start afresh, instead of raising :class:`CacheSettingsError`.
 
-        bar = tqdm(total=len(jobs), desc=f"proposals shard {shard}/{num_shards}", unit="img")
-    pool = get_context("spawn").Pool(workers) if workers > 1 else None
+    Raises:
+        DuplicateKeyError: two items share a key.
+        CacheSettingsError: the cache was made with other settings.
+        CacheLockedError: another live process writes this shard.
+        WorkerDiedError: a worker process died.
+    """
+    items = list(items)
+    check_unique_keys(items)
+    settings = generation_settings(backend, filt, backend_kwargs)
+    mine = shard_items(items, shard, num_shards)
+    writer = ProposalWriter(
+        out_dir, shard, num_shards, chunk_size=chunk_size, settings=settings, overwrite=overwrite
+    )
+    summary = GenerationSummary()
+    bar = None
+    start = time.perf_counter()
+    saved = 0
+    results = None
     try:
-        results = pool.imap_unordered(_work, jobs) if pool else map(_work, jobs)
-        for key, result, error in results:
-            if error is not None:
-                writer.add_failed(key, error)
-                summary.failed[str(key)] = error
+        stored, failed_before = read_cache_keys(out_dir)
+        todo = []
+        for k, p in mine:
+            if str(k) in stored:
+                summary.skipped += 1
+            elif str(k) in failed_before and not retry_failed:
+                summary.skipped += 1
+                summary.skipped_failed += 1
             else:
-                size, boxes, stage = result
-                writer.add(key, size, boxes)
-                summary.done += 1
-                summary.boxes += len(boxes)
-                summary.empty += len(boxes) == 0
-                summary.stages[stage] += 1
-            if bar is not None:
-                bar.update(1)
+                todo.append((k, p))
+        jobs = [(k, p, backend, filt, backend_kwargs or {}) for k, p in todo]
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(jobs), desc=f"proposals shard {shard}/{num_shards}", unit="img")
+        results = _parallel(jobs, workers) if workers > 1 else map(_work, jobs)
+        try:
+            for key, result, error in results:
+                if error is not None:
+                    writer.add_failed(key, error)
+                    summary.failed[str(key)] = error
+                else:
+                    size, boxes, stage = result
+                    writer.add(key, size, boxes)
+                    summary.done += 1
+                    summary.boxes += len(boxes)
+                    summary.empty += len(boxes) == 0
+                    summary.stages[stage] += 1
+                saved += 1
+                if bar is not None:
+                    bar.update(1)
+        except WorkerDiedError as e:
+            writer.flush()
+            shown = ", ".join(e.in_flight[:8]) + (", ..." if len(e.in_flight) > 8 else "")
+            raise WorkerDiedError(
+                f"a proposal worker process died (killed by a signal, e.g. the out-of-memory "
+                f"killer, or exited) while processing one of: {shown}. Images finished in this "
+                f"run: {saved}, saved in {out_dir}; rerun the same command to resume (with "
+                "fewer --workers if memory ran out)",
+                e.in_flight,
+                saved,
+            ) from None
         writer.flush()
     finally:
-        if pool is not None:
-            pool.terminate()
         if bar is not None:
             bar.close()
+        if hasattr(results, "close"):
+            results.close()  # stops the workers
+        try:
+            writer.close()  # finished images are written even when the loop raised
+        except Exception:
+            logger.exception("could not write the last chunk to %s", out_dir)
     summary.seconds = time.perf_counter() - start
     return summary

@@ -69,14 +69,16 @@ def test_resume_after_a_crash_keeps_complete_chunks_only(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         writer.add("a5", (100, 100), _boxes(rng, 1))
     monkeypatch.setattr(np, "save", real_save)
-    # a kill -9 leaves a temporary folder behind; readers and writers ignore it
+    writer._lock.release()  # the kernel drops a killed process's lock
+    # a kill -9 leaves a temporary folder behind; readers ignore it, the next writer removes it
     os.makedirs(os.path.join(tmp_path, "shard-00000-of-00001", ".tmp-chunk-dead"))
 
     rerun = ProposalWriter(str(tmp_path), chunk_size=2)
     assert rerun.done_keys() == {"a0", "a1", "a2", "a3"}
     for key in ["a4", "a5"]:
         rerun.add(key, (100, 100), _boxes(rng, 3))
-    rerun.flush()
+    rerun.close()
+    assert not any(n.startswith(".tmp-chunk") for n in os.listdir(rerun.dir))
     cache = ProposalCache(str(tmp_path))
     assert sorted(cache.keys()) == ["a0", "a1", "a2", "a3", "a4", "a5"]
     assert len(cache["a5"]) == 3

@@ -104,7 +104,11 @@ def test_command_line_tool_with_shards(images, tmp_path, capsys):
     assert "images done" in printed and "failed" in printed
     cache = ProposalCache(out)
     assert len(cache) == 4 and len(cache.failed) == 3
-    assert sorted(os.listdir(out)) == ["shard-00000-of-00002", "shard-00001-of-00002"]
+    assert sorted(os.listdir(out)) == [
+        "settings.json",
+        "shard-00000-of-00002",
+        "shard-00001-of-00002",
+    ]
     with pytest.raises(SystemExit, match="i/N"):
         tool.main(["--images", folder, "--out", out, "--shard", "x"])
 
