@@ -7,9 +7,13 @@ average of the online parameters, with the momentum raised from m0 to 1 on a cos
 
 SoCo uses m0 = 0.99, AlignDet 0.996. Only parameters are averaged; buffers (BN statistics) are
 the target's own. Parameters named in ``copy_keys`` (AlignDet: DETR query embeddings) are
-copied instead of averaged. Every rank applies the same update to the same (all-reduced)
-online parameters, so targets stay identical under DistributedDataParallel without
-communication.
+copied instead of averaged.
+
+The model steps the schedule itself (:class:`MomentumSchedule`): every forward in training mode
+first applies the update that the authors apply after the previous optimizer step, so it
+happens in any training loop (d2ext's or a user's detectron2 loop) without a hook. Every rank
+runs the forward in lockstep and applies the same update to the same (all-reduced) online
+parameters, so targets stay identical under DistributedDataParallel without communication.
 """
 
 import copy
@@ -18,9 +22,16 @@ from collections.abc import Sequence
 
 import torch
 from detectron2.engine import HookBase
+from detectron2.utils.events import get_event_storage
 from torch import nn
 
-__all__ = ["MomentumUpdateHook", "cosine_momentum", "make_target", "momentum_update"]
+__all__ = [
+    "MomentumSchedule",
+    "MomentumUpdateHook",
+    "cosine_momentum",
+    "make_target",
+    "momentum_update",
+]
 
 
 def cosine_momentum(base_momentum: float, step: int, total_steps: int) -> float:
@@ -64,6 +75,68 @@ def momentum_update(
             p_target.copy_(p_online)
         else:
             p_target.mul_(momentum).add_(p_online.detach(), alpha=1.0 - momentum)
+
+
+class MomentumSchedule(nn.Module):
+    """Steps a target network's EMA once per training iteration, from the model's forward.
+
+    Call :meth:`step` at the start of every forward in training mode. Forward k (k = 0, 1, ...)
+    first applies, for k > 0, target = m * target + (1 - m) * online with
+    m = :func:`cosine_momentum` (base_momentum, k, total_steps): the update the authors apply
+    right after optimizer step k - 1 (their momentum for the k-th update). The online
+    parameters seen here are those that step produced, so the target that forward k uses is
+    the same as with an update after each step. ``iteration`` (k) is a buffer: checkpoints
+    carry it and a resumed run continues the schedule. The momentum of each update goes to the
+    event storage as ``momentum``.
+
+    The update that would follow the last step of a run is not applied (no forward follows it);
+    the transferred weights are the online network's.
+
+    Args:
+        base_momentum: m0 (SoCo 0.99, AlignDet 0.996).
+        total_steps: K, the run's iterations (configs: ``"${train.max_iter}"``); may be None for
+            a model that never trains.
+        copy_keys: parameter names copied rather than averaged (AlignDet's DETR queries).
+    """
+
+    def __init__(
+        self, base_momentum: float, total_steps: int | None, copy_keys: Sequence[str] = ()
+    ):
+        super().__init__()
+        cosine_momentum(base_momentum, 0, 1)  # validates
+        if total_steps is not None and int(total_steps) <= 0:
+            raise ValueError(f"total_steps must be positive, got {total_steps}")
+        self.base_momentum = float(base_momentum)
+        self.total_steps = None if total_steps is None else int(total_steps)
+        self.copy_keys = tuple(copy_keys)
+        self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def step(self, online: nn.Module, target: nn.Module) -> float | None:
+        """Applies iteration k's update (none at k = 0) and advances k.
+
+        Returns:
+            The momentum used, or None at k = 0.
+        """
+        if self.total_steps is None:
+            raise ValueError(
+                "the momentum schedule needs total_steps (the run's iterations, in configs "
+                '"${train.max_iter}") to train'
+            )
+        k = int(self.iteration)
+        m = None
+        if k > 0:
+            m = cosine_momentum(self.base_momentum, k, self.total_steps)
+            momentum_update(online, target, m, self.copy_keys)
+            get_event_storage().put_scalar("momentum", m, smoothing_hint=False)
+        self.iteration += 1
+        return m
+
+    def extra_repr(self) -> str:
+        return (
+            f"base_momentum={self.base_momentum}, total_steps={self.total_steps}, "
+            f"copy_keys={self.copy_keys}"
+        )
 
 
 class MomentumUpdateHook(HookBase):

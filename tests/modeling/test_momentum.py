@@ -2,10 +2,10 @@ import math
 
 import pytest
 import torch
-from detectron2.engine import SimpleTrainer
+from detectron2.engine import HookBase, SimpleTrainer
 from torch import nn
 
-from d2ext.modeling import MomentumUpdateHook, cosine_momentum, make_target, momentum_update
+from d2ext.modeling import MomentumSchedule, cosine_momentum, make_target, momentum_update
 
 
 def test_cosine_schedule_endpoints_and_midpoint():
@@ -42,28 +42,88 @@ def test_update_is_ema_of_parameters_only_and_copies_named_keys():
 
 
 class _Toy(nn.Module):
-    def __init__(self):
+    """online/target pair; with ``schedule`` the forward steps the EMA itself, without it the
+    test applies the authors' update after each optimizer step (the reference)."""
+
+    def __init__(self, schedule: bool, total_steps: int = 6):
         super().__init__()
-        self.online = nn.Linear(2, 1)
+        torch.manual_seed(0)
+        self.online = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), nn.Linear(3, 1))
         self.target = make_target(self.online)
-        self.seen = []
+        self.schedule = MomentumSchedule(0.9, total_steps) if schedule else None
+        self.targets_used = []  # the target's weights each forward computed with
 
     def forward(self, data):
+        if self.training and self.schedule is not None:
+            self.schedule.step(self.online, self.target)
+        self.targets_used.append([p.detach().clone() for p in self.target.parameters()])
         x = torch.stack(data)
-        return {"loss": (self.online(x) - self.target(x)).pow(2).mean() + self.online(x).mean()}
-
-    def momentum_update(self, m):
-        self.seen.append(m)
-        momentum_update(self.online, self.target, m)
+        loss = (self.online(x) - self.target(x)).pow(2).mean() + self.online(x).mean()
+        return {"loss": loss}
 
 
-def test_hook_steps_the_schedule_each_iteration():
-    model = _Toy()
-    data = iter(lambda: [torch.ones(2), torch.zeros(2)], None)
-    trainer = SimpleTrainer(model, data, torch.optim.SGD(model.online.parameters(), lr=0.1))
-    trainer.register_hooks([MomentumUpdateHook(0.99)])
-    trainer.train(0, 4)
-    assert model.seen == pytest.approx([cosine_momentum(0.99, k, 4) for k in range(1, 5)])
-    assert model.seen[-1] == pytest.approx(1.0)
-    # the target moved toward the online network but is not equal to it
-    assert not torch.equal(model.online.weight, model.target.weight)
+class _AfterStepUpdate(HookBase):
+    """The reference: target update right after optimizer step k with m(k + 1)."""
+
+    def after_step(self):
+        m = cosine_momentum(0.9, self.trainer.iter + 1, self.trainer.max_iter)
+        momentum_update(self.trainer.model.online, self.trainer.model.target, m)
+
+
+def _data():
+    g = torch.Generator().manual_seed(1)
+    return iter(lambda: list(torch.randn(4, 2, generator=g)), None)
+
+
+def _train(model, start, stop, hooks=()):
+    trainer = SimpleTrainer(model, _data(), torch.optim.SGD(model.online.parameters(), lr=0.1))
+    trainer.register_hooks(list(hooks))
+    trainer.train(start, stop)
+    return trainer
+
+
+def test_update_in_forward_equals_an_update_after_each_step():
+    ours, ref = _Toy(schedule=True), _Toy(schedule=False)
+    trainer = _train(ours, 0, 6)
+    _train(ref, 0, 6, [_AfterStepUpdate()])
+    # every forward computed its loss with the same target weights as the reference
+    assert len(ours.targets_used) == len(ref.targets_used) == 6
+    for a, b in zip(ours.targets_used, ref.targets_used):
+        for pa, pb in zip(a, b):
+            torch.testing.assert_close(pa, pb, rtol=0, atol=0)
+    assert not torch.equal(ours.targets_used[0][0], ours.targets_used[-1][0])  # it moved
+    # the momenta of the updates, k = 1..5, went to the event storage
+    logged = [v for v, _ in trainer.storage.history("momentum").values()]
+    assert logged == pytest.approx([cosine_momentum(0.9, k, 6) for k in range(1, 6)])
+    assert int(ours.schedule.iteration) == 6
+    # after N steps the reference has applied one more update (the one after the last step);
+    # the next training forward applies it here: then the targets are equal
+    from detectron2.utils.events import EventStorage
+
+    with EventStorage(6):
+        ours.schedule.step(ours.online, ours.target)
+    for pa, pb in zip(ours.target.parameters(), ref.target.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=0, atol=0)
+
+
+def test_the_step_counter_is_checkpointed_and_a_resumed_run_continues_the_schedule():
+    full = _Toy(schedule=True)
+    _train(full, 0, 6)
+    first = _Toy(schedule=True)
+    _train(first, 0, 3)
+    state = first.state_dict()
+    assert int(state["schedule.iteration"]) == 3
+    resumed = _Toy(schedule=True)
+    resumed.load_state_dict(state)
+    # the data iterator restarts in this toy, so compare the schedule, not the weights
+    trainer = _train(resumed, 3, 6)
+    logged = [v for v, _ in trainer.storage.history("momentum").values()]
+    assert logged == pytest.approx([cosine_momentum(0.9, k, 6) for k in (3, 4, 5)])
+
+
+def test_training_without_total_steps_raises():
+    schedule = MomentumSchedule(0.99, None)
+    with pytest.raises(ValueError, match="total_steps"):
+        schedule.step(nn.Linear(1, 1), nn.Linear(1, 1))
+    with pytest.raises(ValueError, match="positive"):
+        MomentumSchedule(0.99, 0)

@@ -187,27 +187,31 @@ def test_network_losses_gradients_and_momentum():
 
 
 def test_one_training_step_moves_online_by_gradient_and_target_by_ema():
+    """Step 0 moves the online network by its gradient; the next training forward first moves
+    the target by the EMA with m(1), as the authors do right after step 0."""
     from detectron2.engine import SimpleTrainer
     from detectron2.utils.events import EventStorage
 
-    from d2ext.modeling.momentum import MomentumUpdateHook, cosine_momentum
+    from d2ext.modeling.momentum import cosine_momentum
 
     model = _tiny_soco().train()
+    model.momentum_schedule.total_steps = 4
     online0 = {k: p.detach().clone() for k, p in model.online.named_parameters()}
     target0 = {k: p.detach().clone() for k, p in model.target.named_parameters()}
     trainable = [p for p in model.parameters() if p.requires_grad]
     lr = 0.5
     trainer = SimpleTrainer(model, [_batch()], torch.optim.SGD(trainable, lr=lr))
-    hook = MomentumUpdateHook(0.99)
-    trainer.register_hooks([hook])
     trainer.iter, trainer.max_iter = 0, 4
     with EventStorage(0) as trainer.storage:
         trainer.run_step()
-        hook.after_step()
+        # step 0's forward had nothing to update: the target is the initial copy
+        assert all(torch.equal(p, target0[k]) for k, p in model.target.named_parameters())
+        for k, p in model.online.named_parameters():
+            torch.testing.assert_close(p.detach(), online0[k] - lr * p.grad, rtol=1e-6, atol=1e-6)
+        model(_batch())  # iteration 1's forward
+        assert trainer.storage.history("momentum").latest() == cosine_momentum(0.99, 1, 4)
     m = cosine_momentum(0.99, 1, 4)
-    assert 0.99 < m < 1.0
-    for k, p in model.online.named_parameters():
-        torch.testing.assert_close(p.detach(), online0[k] - lr * p.grad, rtol=1e-6, atol=1e-6)
+    assert 0.99 < m < 1.0 and int(model.momentum_schedule.iteration) == 2
     moved = 0
     for k, p in model.target.named_parameters():
         assert p.grad is None

@@ -23,7 +23,7 @@ from torch import nn
 
 from d2ext.modeling.deformable_detr import DeformableDETR
 from d2ext.modeling.deformable_detr.criterion import num_positives
-from d2ext.modeling.momentum import make_target, momentum_update
+from d2ext.modeling.momentum import MomentumSchedule, make_target, momentum_update
 
 from .loss import box_infonce
 
@@ -361,8 +361,10 @@ class AlignDet(nn.Module):
 
     The online detector sees view 1 and is trained by its regression losses on the pseudo boxes
     plus the box-level InfoNCE (``loss_align``, weight ``loss_weight``); the momentum detector
-    (an EMA copy, updated by :class:`d2ext.modeling.MomentumUpdateHook` through
-    :meth:`momentum_update`) sees view 2 without gradient. Instance ids of
+    (an EMA copy) sees view 2 without gradient. Every forward in training mode first steps the
+    momentum detector's EMA (:class:`MomentumSchedule`, m0 ``base_momentum`` raised to 1 over
+    ``total_steps`` iterations on a cosine), so any training loop updates it; a forward in
+    training mode must be followed by one optimizer step. Instance ids of
     :class:`AlignDetDatasetMapper` are offset per image so they are unique in the batch.
 
     Args:
@@ -371,6 +373,9 @@ class AlignDet(nn.Module):
         loss_weight: of the InfoNCE.
         copy_keys: parameter names copied rather than averaged by the momentum update (DETR's
             query embeddings).
+        base_momentum: m0 of the EMA (AlignDet: 0.996).
+        total_steps: iterations of the run, K of the cosine (configs: ``"${train.max_iter}"``);
+            needed to train.
     """
 
     def __init__(
@@ -380,6 +385,8 @@ class AlignDet(nn.Module):
         temperature: float = 0.5,
         loss_weight: float = 1.0,
         copy_keys: tuple[str, ...] = (),
+        base_momentum: float = 0.996,
+        total_steps: int | None = None,
     ):
         super().__init__()
         if not hasattr(detector, "align_forward"):
@@ -391,6 +398,7 @@ class AlignDet(nn.Module):
         self.temperature = temperature
         self.loss_weight = loss_weight
         self.copy_keys = tuple(copy_keys)
+        self.momentum_schedule = MomentumSchedule(base_momentum, total_steps, self.copy_keys)
 
     @property
     def device(self) -> torch.device:
@@ -416,6 +424,9 @@ class AlignDet(nn.Module):
     def forward(self, batched_inputs: list[dict]):
         if not batched_inputs:
             raise ValueError("AlignDet got an empty batch")
+        # TEMP (until the configs set total_steps and drop MomentumUpdateHook)
+        if self.training and self.momentum_schedule.total_steps is not None:
+            self.momentum_schedule.step(self.online, self.target)
         losses, queries, query_ids = self.online.align_forward(self._views(batched_inputs, 0))
         with torch.no_grad():
             _, keys, key_ids = self.target.align_forward(

@@ -2,8 +2,9 @@
 
 The online network (``online.backbone``, ``online.box_head``, ``online.projector``) has the
 detector's own modules, so its backbone and box head load into Faster / Mask R-CNN by renaming
-two prefixes (see ``SOCO_TO_DETECTRON2``). The target network is an EMA copy of it, updated by
-:class:`d2ext.modeling.MomentumUpdateHook` through :meth:`SoCo.momentum_update`.
+two prefixes (see ``SOCO_TO_DETECTRON2``). The target network is an EMA copy of it that the
+model updates itself at the start of every training forward (:class:`MomentumSchedule`), so any
+training loop steps it.
 """
 
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from detectron2.modeling import Backbone
 from detectron2.structures import Boxes, ImageList
 from torch import nn
 
-from d2ext.modeling.momentum import make_target, momentum_update
+from d2ext.modeling.momentum import MomentumSchedule, make_target, momentum_update
 from d2ext.modeling.poolers import ScaleAwareROIPooler
 
 __all__ = ["SOCO_TO_DETECTRON2", "MLP", "SoCo", "byol_loss"]
@@ -66,6 +67,22 @@ class SoCo(nn.Module):
     ``view_pairs`` the loss is the mean over boxes valid in both views of
     2 - 2 cos(predictor(online_a), projector_target(b)); the pairs are reported separately and
     summed by the trainer.
+
+    Every forward in training mode first steps the target's EMA (:class:`MomentumSchedule`,
+    m0 ``base_momentum`` raised to 1 over ``total_steps`` iterations on a cosine), so a
+    forward in training mode must be followed by one optimizer step.
+
+    Args:
+        backbone: backbone + FPN (detectron2 ``Backbone``) of the online network.
+        box_head: R-CNN box head (SoCo: 4conv1fc) on the pooled boxes.
+        in_features: FPN levels the boxes are pooled from (P2-P5, SoCo's level rule).
+        pooler_resolution, pooler_sampling_ratio, pooler_type: the RoI pooler's.
+        projector_hidden_dim, out_dim, mlp_norm: projector and predictor MLPs.
+        view_pairs: (online view, target view) pairs of the loss.
+        pixel_mean, pixel_std: input normalisation.
+        base_momentum: m0 of the target's EMA (SoCo: 0.99).
+        total_steps: iterations of the run, K of the cosine (configs: ``"${train.max_iter}"``);
+            needed to train.
     """
 
     def __init__(
@@ -83,6 +100,8 @@ class SoCo(nn.Module):
         view_pairs: Sequence[tuple[int, int]] = SOCO_VIEW_PAIRS,
         pixel_mean: Sequence[float] = (103.530, 116.280, 123.675),
         pixel_std: Sequence[float] = (57.375, 57.120, 58.395),
+        base_momentum: float = 0.99,
+        total_steps: int | None = None,
     ):
         super().__init__()
         shapes = backbone.output_shape()
@@ -99,6 +118,7 @@ class SoCo(nn.Module):
         )
         self.predictor = MLP(out_dim, projector_hidden_dim, out_dim, mlp_norm)
         self.target = make_target(self.online)
+        self.momentum_schedule = MomentumSchedule(base_momentum, total_steps)
         self.in_features = tuple(in_features)
         self.pooler = ScaleAwareROIPooler(
             output_size=pooler_resolution,
@@ -116,7 +136,7 @@ class SoCo(nn.Module):
         return self.pixel_mean.device
 
     def momentum_update(self, momentum: float) -> None:
-        """target = momentum * target + (1 - momentum) * online (MomentumUpdateHook calls it)."""
+        """target = momentum * target + (1 - momentum) * online."""
         momentum_update(self.online, self.target, momentum)
 
     def _embed(self, net: nn.ModuleDict, images, boxes, levels) -> torch.Tensor:
@@ -135,6 +155,9 @@ class SoCo(nn.Module):
     def forward(self, batched_inputs: list[dict]):
         if not batched_inputs:
             raise ValueError("SoCo got an empty batch")
+        # TEMP (until the configs set total_steps and drop MomentumUpdateHook)
+        if self.training and self.momentum_schedule.total_steps is not None:
+            self.momentum_schedule.step(self.online, self.target)
         num_views = len(batched_inputs[0]["views"])
         online, target, valid = [], [], []
         for v in range(num_views):
