@@ -1,9 +1,8 @@
-"""Every config file in the repository: load, save, reload, build on CPU with tiny overrides,
-one training step with finite losses. Partial blocks under configs/common are loaded only."""
+"""Every model-zoo config, loaded through ``d2ext.model_zoo.get_config``: load, save, reload,
+build on CPU with tiny overrides, one training step with finite losses. Partial blocks (the
+``common/`` folders) are loaded only."""
 
-import glob
 import math
-import os
 
 import pytest
 import torch
@@ -12,28 +11,26 @@ from detectron2.utils.events import EventStorage
 from detectron2.utils.registry import locate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ..helpers import REPO, demo_data_root, tiny_overrides
+from d2ext.model_zoo import available_configs, get_config
 
-FULL = sorted(
-    os.path.relpath(p, REPO)
-    for p in glob.glob(os.path.join(REPO, "configs", "**", "*.py"), recursive=True)
-    + glob.glob(os.path.join(REPO, "projects", "*", "configs", "**", "*.py"), recursive=True)
-    if "/common/" not in p
-)
-BLOCKS = sorted(
-    os.path.relpath(p, REPO)
-    for p in glob.glob(os.path.join(REPO, "configs", "common", "**", "*.py"), recursive=True)
-)
+from ..helpers import demo_data_root, tiny_overrides
+
+NAMES = available_configs()
+FULL = [n for n in NAMES if "common/" not in n]
+BLOCKS = [n for n in NAMES if "common/" in n]
 
 
 def test_configs_found():
-    assert "configs/baselines/faster_rcnn_R18_FPN_demo.py" in FULL
-    assert len(BLOCKS) >= 6
+    assert "baselines/faster_rcnn_R18_FPN_demo.py" in FULL
+    assert "CoDETR/co_deformable_detr_R50_12ep_coco.py" in FULL
+    for paper in ("SoCo", "AlignDet", "ScaleDet", "imTED", "CoDETR"):
+        assert any(n.startswith(paper + "/") for n in FULL), paper
+    assert {"common/train.py", "common/optim.py", "common/models/deformable_detr.py"} <= set(BLOCKS)
 
 
-@pytest.mark.parametrize("path", BLOCKS)
-def test_block_loads(path):
-    cfg = LazyConfig.load(os.path.join(REPO, path))
+@pytest.mark.parametrize("name", BLOCKS)
+def test_block_loads(name):
+    cfg = get_config(name)
     assert len(cfg) > 0
 
 
@@ -112,10 +109,10 @@ def _use_demo_data(cfg, request):
     assert all(n in DatasetCatalog.list() for n in names)
 
 
-@pytest.mark.parametrize("path", FULL)
-def test_full_config_smoke(path, tmp_path, request):
+@pytest.mark.parametrize("name", FULL)
+def test_full_config_smoke(name, tmp_path, request):
     demo_data_root()
-    cfg = LazyConfig.load(os.path.join(REPO, path))
+    cfg = get_config(name)
     # save -> reload gives the same config
     LazyConfig.save(cfg, str(tmp_path / "config.yaml"))
     reloaded = LazyConfig.load(str(tmp_path / "config.yaml"))
@@ -142,7 +139,7 @@ def test_full_config_smoke(path, tmp_path, request):
 
 
 def test_schedule_follows_command_line_max_iter():
-    cfg = LazyConfig.load(os.path.join(REPO, "configs/baselines/faster_rcnn_R18_FPN_demo.py"))
+    cfg = get_config("baselines/faster_rcnn_R18_FPN_demo.py")
     cfg = LazyConfig.apply_overrides(cfg, ["train.max_iter=90", "lr_multiplier.warmup_iter=0"])
     sched = instantiate(cfg.lr_multiplier)
     # decays at 2/3 and 8/9 of the overridden length, not of the file's
