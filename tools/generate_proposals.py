@@ -12,8 +12,9 @@ relative to the folder, or, for a glob, relative to the deepest folder holding e
 work. Rerunning skips images already in the cache and images recorded as failed (unless
 --retry-failed); shards of one job write separate folders of the same cache. The cache
 records the backend, filter and their parameters: rerunning with other ones stops with an
-error (--overwrite deletes such a cache and starts afresh). A dead worker process stops the
-job with every finished image saved; rerun to resume.
+error (--overwrite deletes such a cache and starts afresh). One process at a time writes a
+shard: a second one stops with "in use by PID". A dead worker process (e.g. killed by the
+out-of-memory killer) stops the job with every finished image saved; rerun to resume.
 """
 
 import argparse
@@ -57,9 +58,19 @@ def parse_args(argv=None):
     parser.add_argument("--backend", default=DEFAULT_BACKEND, choices=sorted(BACKENDS))
     parser.add_argument("--filter", default="ratio3size0308", help=f"{sorted(FILTERS)} or none")
     parser.add_argument("--shard", default="0/1", help="i/N: this process's share of the work")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--chunk-size", type=int, default=64)
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes, one image at a time each (1: in this process); default: all cores",
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=64,
+        help="images per cache chunk: the most a kill of this process loses",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "--retry-failed",
         action="store_true",

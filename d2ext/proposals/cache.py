@@ -30,6 +30,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 
 import numpy as np
 
@@ -51,6 +52,7 @@ _ARRAYS = ("keys", "sizes", "offsets", "boxes")
 _LOCK = ".lock"
 _TMP_PREFIX = ".tmp-chunk-"
 SETTINGS_FILE = "settings.json"
+_HOST = socket.gethostname().replace(" ", "_") or "localhost"
 
 
 class DuplicateKeyError(ValueError):
@@ -147,41 +149,61 @@ def _pid_alive(pid: int) -> bool:
 
 
 class _ShardLock:
-    """An exclusive ``flock`` on ``shard_dir/.lock``, which holds the owner's PID.
+    """An exclusive ``flock`` on ``shard_dir/.lock``, which holds the owner's PID and host.
 
     The kernel drops the lock when its process dies (``kill -9`` and the OOM killer included);
     a lock file naming a process that no longer holds it is taken over with a log line. The
-    file is never deleted (deleting a lock file races with processes opening it)."""
+    file is never deleted (deleting a lock file races with processes opening it). On a file
+    system without ``flock`` the PID alone decides: a live process on this host, or any
+    process on another host, keeps the shard."""
 
     def __init__(self, shard_dir: str):
         self.path = os.path.join(shard_dir, _LOCK)
+        self._fd = None
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise CacheLockedError(
-                f"proposal cache shard {shard_dir} is in use by PID {owner} (lock file "
-                f"{self.path}); wait for that process to end, or stop it, before writing "
-                "this shard"
-            ) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = True
+            except BlockingIOError:
+                raise self._in_use(shard_dir, *self._owner(fd)) from None
+            except OSError as e:
+                locked = False
+                logger.warning("no flock on %s (%s); locking by PID alone", self.path, e)
+            pid, host = self._owner(fd)
+            if pid is not None and (pid, host) != (os.getpid(), _HOST):
+                if host == _HOST and not _pid_alive(pid):
+                    state = "no longer running"
+                elif locked:
+                    state = "not holding it"
+                else:
+                    raise self._in_use(shard_dir, pid, host)
+                where = "" if host == _HOST else f" on host {host}"
+                logger.warning(
+                    "taking over the stale lock %s of PID %s%s (%s)", self.path, pid, where, state
+                )
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {_HOST}\n".encode(), 0)
         except BaseException:
             os.close(fd)
             raise
-        previous = os.pread(fd, 64, 0).decode(errors="replace").strip()
-        if previous and previous != str(os.getpid()):
-            state = (
-                "no longer running"
-                if previous.isdigit() and not _pid_alive(int(previous))
-                else "not holding it"
-            )
-            logger.warning(
-                "taking over the stale lock %s of PID %s (%s)", self.path, previous, state
-            )
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+
+    @staticmethod
+    def _owner(fd: int) -> tuple[int | None, str]:
+        """(PID, host) written in the lock file; (None, "") for an empty or garbled one."""
+        fields = os.pread(fd, 256, 0).decode(errors="replace").split()
+        if not fields or not fields[0].isdigit():
+            return None, ""
+        return int(fields[0]), fields[1] if len(fields) > 1 else _HOST
+
+    def _in_use(self, shard_dir: str, pid: int | None, host: str) -> CacheLockedError:
+        where = "" if host in ("", _HOST) else f" on host {host}"
+        return CacheLockedError(
+            f"proposal cache shard {shard_dir} is in use by PID {pid or 'unknown'}{where} "
+            f"(lock file {self.path}); wait for that process to end, or stop it, before "
+            "writing this shard"
+        )
 
     def release(self) -> None:
         if self._fd is None:

@@ -112,7 +112,8 @@ class DatasetProposals:
         cache_dir: a proposal cache (already filtered when it was written).
         key: "image_id" (caches made with ``--dataset``) or "file_name" (the path relative to
             ``image_root``, caches made with ``--images``).
-        image_root: for ``key="file_name"``.
+        image_root: for ``key="file_name"``: the folder given to ``--images``, or for a glob
+            the deepest folder holding every match (None: keys are file names).
     """
 
     def __init__(self, cache_dir: str, key: str = "image_id", image_root: str | None = None):

@@ -289,12 +289,40 @@ def test_second_writer_on_a_shard_is_refused_and_a_stale_lock_taken_over(tmp_pat
         holder.kill()  # kill -9: the lock file still names it
         holder.wait()
     lock = os.path.join(out, "shard-00000-of-00001", ".lock")
-    assert open(lock).read().strip() == str(holder.pid)
+    assert open(lock).read().split()[0] == str(holder.pid)
     with caplog.at_level(logging.WARNING, logger="d2ext.proposals.cache"):
         with ProposalWriter(out) as writer:
             writer.add("y", (50, 50), np.zeros((0, 4)))
     assert f"stale lock {lock} of PID {holder.pid} (no longer running)" in caplog.text
     assert sorted(ProposalCache(out).keys()) == ["rgb.png", "y"]
+
+
+def test_lock_by_pid_alone_where_flock_is_missing(tmp_path, monkeypatch, caplog):
+    import errno
+    import fcntl
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    out = str(tmp_path / "cache")
+    ProposalWriter(out).close()
+    lock = os.path.join(out, "shard-00000-of-00001", ".lock")
+    with open(lock, "w") as f:
+        f.write(f"{os.getppid()}\n")  # a live process of this host
+    with pytest.raises(CacheLockedError, match=f"in use by PID {os.getppid()} "):
+        ProposalWriter(out)
+    with open(lock, "w") as f:
+        f.write(f"{os.getppid()} some-other-host\n")  # cannot tell: kept
+    with pytest.raises(CacheLockedError, match=f"PID {os.getppid()} on host some-other-host"):
+        ProposalWriter(out)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with open(lock, "w") as f:
+        f.write(f"{dead.pid}\n")
+    with caplog.at_level(logging.WARNING, logger="d2ext.proposals.cache"):
+        ProposalWriter(out).close()
+    assert f"of PID {dead.pid} (no longer running)" in caplog.text
 
 
 # ---------------------------------------------------------------- permissions
