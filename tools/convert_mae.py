@@ -4,20 +4,21 @@ or one written by projects/imTED/configs/mae_vit_tiny_demo.py) into an imTED det
 encoder -> backbone.net, encoder's final norm + decoder -> roi_heads.box_head.
 
     python tools/convert_mae.py MAE.pth OUT.pth --config-file IMTED_CONFIG.py [--encoder-only] \
-        [--report REPORT.json]
+        [--report REPORT.json] [--unsafe-load]
 
 With the detector config, shapes are checked, the position embedding is interpolated to the
 detector's grid and every key is reported: loaded, missing, unexpected, unused by design,
-of another shape. ``--encoder-only`` leaves the box head out (the paper's baseline).
+of another shape. ``--encoder-only`` leaves the box head out (the paper's baseline). MAE.pth is
+read without running code from it (``args`` may be an argparse.Namespace, as in MAE's
+releases); ``--unsafe-load`` unpickles a trusted file that holds other objects.
 """
 
 import argparse
 import dataclasses
 import json
+import pickle
 
-import torch
-
-from d2ext.checkpoint import save_detectron2_checkpoint
+from d2ext.checkpoint import UnsafeCheckpointError, load_checkpoint, save_detectron2_checkpoint
 from d2ext.projects.imted import mae_to_imted
 from d2ext.utils.io import atomic_write_bytes
 
@@ -32,10 +33,17 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--allow-mismatch", action="store_true", help="write even if keys are of another shape"
     )
+    parser.add_argument(
+        "--unsafe-load",
+        action="store_true",
+        help="unpickle SRC without restrictions (runs any code in it: only for a trusted file)",
+    )
     args = parser.parse_args(argv)
     try:
-        ckpt = torch.load(args.src, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError) as e:
+        ckpt = load_checkpoint(args.src, unsafe=args.unsafe_load)
+    except UnsafeCheckpointError as e:
+        raise SystemExit(str(e)) from e
+    except (OSError, RuntimeError, EOFError, ValueError, IndexError, pickle.UnpicklingError) as e:
         raise SystemExit(f"cannot read checkpoint {args.src!r}: {e}") from e
     model = None
     if args.config_file:

@@ -3,20 +3,27 @@
 
     python tools/convert_pretrain.py SRC.pth DST.pth --map online_net.= [--map SRC=DST ...] \
         [--keep-predictors] [--drop-source SUBSTRING] [--config-file DETECTOR_CONFIG.py] \
-        [--report REPORT.json]
+        [--report REPORT.json] [--unsafe-load]
 
 ``--map`` pairs rename key prefixes (first match wins; keys matching none are left out). With
 ``--config-file`` the result is compared with that detector: every key loaded, missing,
-unexpected or of another shape is listed (in ``--report``, and counted on stdout).
+unexpected or of another shape is listed (in ``--report``, and counted on stdout). SRC is read
+without running code from it (d2ext.checkpoint.load_checkpoint: tensors, numpy arrays, plain
+data); ``--unsafe-load`` unpickles a trusted file that holds other objects.
 """
 
 import argparse
 import json
+import pickle
 import sys
 
-import torch
-
-from d2ext.checkpoint import compare_with_model, convert_state_dict, save_detectron2_checkpoint
+from d2ext.checkpoint import (
+    UnsafeCheckpointError,
+    compare_with_model,
+    convert_state_dict,
+    load_checkpoint,
+    save_detectron2_checkpoint,
+)
 from d2ext.utils.io import atomic_write_bytes
 
 
@@ -35,6 +42,11 @@ def parse_args(argv=None):
     )
     parser.add_argument("--config-file", default=None, help="detector LazyConfig to compare with")
     parser.add_argument("--report", default=None, help="write the full key report here (json)")
+    parser.add_argument(
+        "--unsafe-load",
+        action="store_true",
+        help="unpickle SRC without restrictions (runs any code in it: only for a trusted file)",
+    )
     return parser.parse_args(argv)
 
 
@@ -46,8 +58,10 @@ def main(argv=None) -> dict:
             raise SystemExit(f"--map takes SRC_PREFIX=DST_PREFIX, got {item!r}")
         prefix_map.append(tuple(item.split("=", 1)))
     try:
-        ckpt = torch.load(args.src, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError) as e:
+        ckpt = load_checkpoint(args.src, unsafe=args.unsafe_load)
+    except UnsafeCheckpointError as e:
+        raise SystemExit(str(e)) from e
+    except (OSError, RuntimeError, EOFError, ValueError, IndexError, pickle.UnpicklingError) as e:
         raise SystemExit(f"cannot read checkpoint {args.src!r}: {e}") from e
     state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
