@@ -71,6 +71,10 @@ def box_jitter(
     Returns:
         [N, 4] jittered boxes, same dtype and device.
     """
+    check(
+        boxes.dtype in (torch.float32, torch.float64),
+        f"{_OP}: boxes must be float32 or float64, got {boxes.dtype} (convert with .float())",
+    )
     if rand is None:
         rand = torch.rand(
             (boxes.shape[0], 5), generator=generator, dtype=boxes.dtype, device=boxes.device

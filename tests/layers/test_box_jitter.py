@@ -106,6 +106,15 @@ def test_bad_input_raises(fn):
             call(b, r.to("meta"))
 
 
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.float16, torch.bool])
+def test_non_float_boxes_error_names_the_dtype(dtype):
+    boxes = torch.tensor([[0, 0, 10, 10], [2, 3, 5, 9]]).to(dtype)
+    with pytest.raises(RuntimeError, match=f"float32 or float64, got {dtype}"):
+        box_jitter(boxes)  # rand drawn inside: must not fail on the dtype first
+    with pytest.raises(RuntimeError, match=f"got {dtype}"):
+        box_jitter(boxes, rand=torch.rand(2, 5))
+
+
 @requires_C
 def test_opcheck():
     boxes, rand = awkward_boxes(33), torch.rand(33, 5)
