@@ -1,10 +1,12 @@
 """ScaleDet (Chen et al., CVPR 2023): one detector over several datasets in a unified label space
 of text embeddings, trained with hard- and soft-label losses; any vocabulary at test time."""
 
+from .evaluation import MultiDatasetEvaluator, MultiDatasetTestLoader
 from .label_space import UnifiedLabelSpace, build_unified_label_space
 from .modeling import (
     ScaleDetCascadeROIHeads,
     ScaleDetOutputLayers,
+    ScaleDetRCNN,
     ScaleDetROIHeads,
     VocabularySwap,
     encode_vocabulary,
@@ -27,8 +29,11 @@ from .text_embeddings import (
 
 __all__ = [
     "DEFAULT_PROMPTS",
+    "MultiDatasetEvaluator",
+    "MultiDatasetTestLoader",
     "ScaleDetCascadeROIHeads",
     "ScaleDetOutputLayers",
+    "ScaleDetRCNN",
     "ScaleDetROIHeads",
     "UnifiedLabelSpace",
     "VocabularySwap",

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from detectron2.layers import cat
+from detectron2.modeling import GeneralizedRCNN
 from detectron2.modeling.roi_heads import CascadeROIHeads, FastRCNNOutputLayers, StandardROIHeads
 from torch import nn
 
@@ -30,6 +31,7 @@ from .text_embeddings import DEFAULT_PROMPTS, build_text_encoder, encode_labels,
 __all__ = [
     "ScaleDetCascadeROIHeads",
     "ScaleDetOutputLayers",
+    "ScaleDetRCNN",
     "ScaleDetROIHeads",
     "VocabularySwap",
     "encode_vocabulary",
@@ -293,3 +295,24 @@ class VocabularySwap:
             yield model
         finally:
             set_vocabulary(model, old)
+
+
+class ScaleDetRCNN(GeneralizedRCNN):
+    """GeneralizedRCNN with ScaleDet ROI heads whose test inputs may carry their vocabulary.
+
+    An input dict with a ``"vocabulary"`` (C', D) tensor of label embeddings is detected in
+    that vocabulary (classes index its rows); the model's own vocabulary is restored after the
+    batch. Every input of a batch must carry the same tensor (or none). This lets a test loader
+    score several datasets, each in its own label space, through detectron2's plain
+    ``inference_on_dataset`` (see :class:`MultiDatasetTestLoader`). Training is unchanged.
+    """
+
+    def inference(self, batched_inputs, detected_instances=None, do_postprocess=True):
+        vocabs = [d.get("vocabulary") for d in batched_inputs]
+        if all(v is None for v in vocabs):
+            return super().inference(batched_inputs, detected_instances, do_postprocess)
+        first = vocabs[0]
+        if any(v is None or (v is not first and not torch.equal(v, first)) for v in vocabs):
+            raise ValueError("every input of a batch must carry the same 'vocabulary'")
+        with VocabularySwap(first)(self):
+            return super().inference(batched_inputs, detected_instances, do_postprocess)
