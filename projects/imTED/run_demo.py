@@ -23,7 +23,7 @@ DETECTOR = os.path.join(CONFIGS, "imted_faster_rcnn_vit_tiny_demo.py")
 ARM_FOLDERS = {"imTED": "imted", "encoder only": "encoder_only"}
 
 
-def _convert(mae_ckpt: str, out: str, encoder_only: bool) -> None:
+def _convert(mae_ckpt: str, out: str, encoder_only: bool, unsafe: bool = False) -> None:
     from detectron2.config import LazyConfig, instantiate
 
     from d2ext.checkpoint import load_checkpoint, save_detectron2_checkpoint
@@ -32,7 +32,7 @@ def _convert(mae_ckpt: str, out: str, encoder_only: bool) -> None:
     if os.path.exists(out):
         return
     model = instantiate(LazyConfig.load(DETECTOR).model)
-    ckpt = load_checkpoint(mae_ckpt)
+    ckpt = load_checkpoint(mae_ckpt, unsafe=unsafe)
     state, report = mae_to_imted(ckpt, model, load_decoder=not encoder_only)
     print(("encoder only: " if encoder_only else "imTED: ") + report.summary(), flush=True)
     if report.missing or report.unexpected or report.shape_mismatch:
@@ -46,6 +46,9 @@ def main(argv=None):
     parser.add_argument("--mae-iters", type=int, default=None, help="default: the config's")
     parser.add_argument("--iters", type=int, default=None, help="fine-tuning; default: config's")
     parser.add_argument("--out", default=os.path.join(REPO, "output", "imted_demo"))
+    parser.add_argument(
+        "--unsafe-load", action="store_true", help="unpickle the MAE checkpoint without limits"
+    )
     args = parser.parse_args(argv)
 
     from d2ext.data import register_all_datasets
@@ -63,8 +66,8 @@ def main(argv=None):
         "imTED": os.path.join(args.out, "imted_init.pth"),
         "encoder only": os.path.join(args.out, "encoder_only_init.pth"),
     }
-    _convert(mae_ckpt, inits["imTED"], encoder_only=False)
-    _convert(mae_ckpt, inits["encoder only"], encoder_only=True)
+    _convert(mae_ckpt, inits["imTED"], encoder_only=False, unsafe=args.unsafe_load)
+    _convert(mae_ckpt, inits["encoder only"], encoder_only=True, unsafe=args.unsafe_load)
 
     arms = {label: (prefix, inits[label]) for label, prefix in ARM_FOLDERS.items()}
     rows = finetune_arms(DETECTOR, arms, args.out, args.seeds, args.iters)
