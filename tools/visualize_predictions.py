@@ -23,6 +23,7 @@ From a results file (as detectron2's tools/visualize_json_results.py does):
 
 Each image gives OUT/<image file name without extension>.png (same size as the image) with the
 predictions scoring at least --score-threshold: box, class name, score, mask when predicted.
+Colours are detectron2's random instance colours from a fixed seed: a rerun gives the same PNGs.
 """
 
 import argparse
@@ -127,11 +128,19 @@ def draw(image_rgb, instances, metadata, score_threshold: float):
         tuple[np.ndarray, int]: the uint8 HxWx3 RGB drawing at the image's size, and the number
         of predictions drawn.
     """
+    import numpy as np
     from detectron2.utils.visualizer import Visualizer
 
     instances = instances[instances.scores >= score_threshold]
-    vis = Visualizer(image_rgb, metadata)
-    return vis.draw_instance_predictions(instances).get_image(), len(instances)
+    # detectron2 picks instance colours with np.random: seed it here (and restore the global
+    # state after) so that one input always gives the same picture
+    state = np.random.get_state()
+    np.random.seed(0)
+    try:
+        drawing = Visualizer(image_rgb, metadata).draw_instance_predictions(instances)
+    finally:
+        np.random.set_state(state)
+    return drawing.get_image(), len(instances)
 
 
 def _save_png(array, path: str) -> None:

@@ -64,6 +64,7 @@ def test_draws_a_models_predictions(checkpoints, tmp_path):
     (folder / "notes.txt").write_text("not an image")
     common = ["--config-file", CONFIG, "--device", "cpu"]
     common += ["--input", str(folder), str(tmp_path / "b.png")]
+    common += ["--opts", "model.roi_heads.box_predictor.test_topk_per_image=4"]  # quick to draw
 
     out = tmp_path / "out"
     written = tool.main(
@@ -76,7 +77,7 @@ def test_draws_a_models_predictions(checkpoints, tmp_path):
         name = os.path.splitext(os.path.basename(w["output"]))[0]
         drawn = np.asarray(Image.open(w["output"]).convert("RGB"))
         assert drawn.shape == inputs[name].shape  # the image's size, not the model's input size
-        assert w["instances"] > 0
+        assert w["instances"] == 4  # the loaded classifier, capped by the --opts override
         changed = np.abs(drawn.astype(int) - inputs[name]).max(axis=-1) > 40
         assert changed.mean() > 0.01, name
 
@@ -128,11 +129,19 @@ def test_draws_a_results_json(tmp_path):
     diff = np.abs(drawn.astype(int) - image).max(axis=-1)
     x, y, w, h = (int(v) for v in box)
     edge = np.concatenate([diff[y + 5 : y + h - 5, x], diff[y + 5 : y + h - 5, x + w]])
-    assert (edge > 30).mean() > 0.8  # the box's left and right sides are drawn
+    assert (edge > 0).mean() > 0.9  # the box's left and right sides are drawn
     inside = diff[y + 15 : y + h - 5, x + 5 : x + w - 5]
-    assert (inside > 30).mean() < 0.5  # a box, not a filled rectangle
+    assert (inside > 0).mean() < 0.5  # a box, not a filled rectangle
     lx, ly, lw, lh = (int(v) for v in low)
     assert diff[ly : ly + lh, lx : lx + lw].max() == 0  # the 0.2 box is below the threshold
+
+    np.random.seed(123)  # the colours do not depend on the global random state
+    again = tool.main(
+        ["--results", str(results_file), "--dataset", "d2ext_demo_shapes_val"]
+        + ["--output", str(tmp_path / "again"), "--max-images", "1"]
+    )
+    with open(again[0]["output"], "rb") as f1, open(written[0]["output"], "rb") as f2:
+        assert f1.read() == f2.read()
 
 
 def test_results_of_another_dataset_are_refused(tmp_path):
@@ -164,5 +173,5 @@ def test_help_is_complete_without_importing_torch():
     ).stdout
     assert "TORCH_IMPORTED False" in out
     assert "From a results file" in out
-    assert "box, class name, score, mask when predicted." in out  # the last docstring line
+    assert "a rerun gives the same PNGs." in out  # the last docstring line
     assert "--score-threshold" in out
