@@ -66,9 +66,10 @@ class COCOEvaluator(_D2COCOEvaluator):
     """detectron2's :class:`~detectron2.evaluation.COCOEvaluator` whose box and mask AP come from
     faster-coco-eval's ``COCOeval_faster`` when faster-coco-eval is installed.
 
-    ``COCOeval_faster`` gives the same ``stats`` and ``eval["precision"]`` as pycocotools (tested
-    bit for bit on boxes and masks, with empty images and crowd annotations) in a fraction of the
-    time (``benchmarks/coco_eval.py``). Without faster-coco-eval it uses detectron2's
+    ``COCOeval_faster`` gives pycocotools' ``stats`` and ``eval["precision"]`` up to float
+    rounding (its C++ accumulate puts some precision entries 1 ulp away; tested to 1e-12 on boxes
+    and masks, with empty images and crowd annotations) in a fraction of the time
+    (``benchmarks/coco_eval.py``). Without faster-coco-eval it uses detectron2's
     ``COCOeval_opt`` if detectron2 was built with it, else pycocotools, and logs that once.
     Everything else (results json and ``instances_predictions.pth`` in ``output_dir``,
     per-category AP, proposal AR) is detectron2's. Keypoint AP keeps detectron2's own class
@@ -104,7 +105,7 @@ class COCOEvaluator(_D2COCOEvaluator):
 
     @property
     def cocoeval_class(self) -> type:
-        """The ``COCOeval``-compatible class computing box, mask and keypoint AP."""
+        """The ``COCOeval``-compatible class computing box and mask AP."""
         return self._cocoeval_cls
 
     def _build_cocoeval(self, coco_gt, coco_dt, iou_type: str):
