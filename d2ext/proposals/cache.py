@@ -224,7 +224,7 @@ class _ShardLock:
 
 
 def _normalized(settings: dict) -> dict:
-    return json.loads(json.dumps(settings, sort_keys=True))
+    return json.loads(json.dumps(settings, sort_keys=True, default=repr))
 
 
 def _differences(recorded, current, prefix: str = "") -> list[str]:

@@ -122,11 +122,11 @@ def generation_settings(
     if filt is None:
         filter_record = None
     else:
-        cls = type(filt)
-        filter_record = {"class": f"{cls.__module__}.{cls.__qualname__}"}
+        named = filt if inspect.isfunction(filt) else type(filt)
+        filter_record = {"class": f"{named.__module__}.{named.__qualname__}"}
         if dataclasses.is_dataclass(filt):
             filter_record.update(dataclasses.asdict(filt))
-        else:
+        elif not inspect.isfunction(filt) and " at 0x" not in repr(filt):
             filter_record["repr"] = repr(filt)
         if isinstance(filt, ProposalFilter):
             filter_record["name"] = filt.name

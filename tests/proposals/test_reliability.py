@@ -159,6 +159,20 @@ def test_cache_records_settings_and_refuses_others(tmp_path, capsys):
     assert len(_chunks(out)) == 1
 
 
+def _keep_all(boxes_xywh, image_size):
+    return boxes_xywh, "all"
+
+
+def test_settings_of_a_plain_function_filter_are_stable_across_runs(tmp_path):
+    from d2ext.proposals.generate import generation_settings
+
+    settings = generation_settings(BACKEND, _keep_all)
+    assert settings["filter"] == {"class": f"{__name__}._keep_all"}  # no memory address
+    photo = _save_photo(tmp_path / "rgb.png")
+    _run([("rgb.png", photo)], tmp_path / "cache", filt=_keep_all)
+    assert _run([("rgb.png", photo)], tmp_path / "cache", filt=_keep_all).skipped == 1
+
+
 def test_cache_without_settings_record_is_refused(tmp_path):
     photo = _save_photo(tmp_path / "rgb.png")
     out = tmp_path / "cache"
