@@ -294,8 +294,12 @@ def _check_settings(root: str, settings: dict, overwrite: bool) -> None:
             return
         except FileExistsError:
             continue  # another shard recorded its settings first: compare with those
+        except OSError:  # a file system without hard links: last writer wins
+            os.replace(tmp, path)
+            return
         finally:
-            os.remove(tmp)
+            if os.path.exists(tmp):
+                os.remove(tmp)
     raise CacheSettingsError(f"could not record the settings of the proposal cache at {root}")
 
 
@@ -379,6 +383,8 @@ class ProposalWriter:
         return done
 
     def _claim(self, key: str) -> None:
+        if self._lock._fd is None:
+            raise ValueError(f"the writer of {self.dir} is closed")
         if key in self._added:
             raise DuplicateKeyError(f"image key {key!r} was given twice to this writer")
         if key in self._stored:

@@ -113,6 +113,8 @@ def test_writer_and_reader_refuse_duplicate_keys(tmp_path):
     with ProposalWriter(str(tmp_path)) as writer:  # a later session of the same shard
         with pytest.raises(DuplicateKeyError, match="'x' is already stored"):
             writer.add("x", (60, 60), boxes)
+    with pytest.raises(ValueError, match="closed"):  # it no longer holds the lock
+        writer.add("z", (60, 60), boxes)
     # a key stored by two shards (e.g. shards of two different --shard i/N splits)
     with ProposalWriter(str(tmp_path), 1, 2) as writer:
         writer.add("x", (70, 70), boxes)
