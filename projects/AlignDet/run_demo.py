@@ -14,8 +14,18 @@ stand-in for the ImageNet backbone AlignDet starts from. Every step is resumable
 import argparse
 import json
 import os
+import sys
 
-from d2ext.utils.runs import REPO, finetune_arms, print_comparison, run_train_net, signs_backbone
+# Checkout-only: the demo helpers sit beside the paper folders (projects/demo_runs.py) and
+# exit with an explanation outside a d2ext source checkout.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from demo_runs import (  # noqa: E402
+    REPO,
+    finetune_arms,
+    print_comparison,
+    run_train_net,
+    signs_backbone,
+)
 
 CONFIGS = os.path.join(REPO, "projects", "AlignDet", "configs")
 DETECTORS = {

@@ -13,8 +13,12 @@ random transformer and heads. Every run is resumable; finished runs are kept.
 import argparse
 import json
 import os
+import sys
 
-from d2ext.utils.runs import REPO, finetune_arms, print_comparison, signs_backbone
+# Checkout-only: the demo helpers sit beside the paper folders (projects/demo_runs.py) and
+# exit with an explanation outside a d2ext source checkout.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from demo_runs import REPO, finetune_arms, print_comparison, signs_backbone  # noqa: E402
 
 CONFIGS = os.path.join(REPO, "projects", "CoDETR", "configs")
 BASE = os.path.join(CONFIGS, "deformable_detr_R18_demo.py")

@@ -13,8 +13,12 @@ Results: output/scaledet_demo/summary.json and the table printed at the end.
 import argparse
 import json
 import os
+import sys
 
-from d2ext.utils.runs import REPO, read_eval_results, run_train_net
+# Checkout-only: the demo helpers sit beside the paper folders (projects/demo_runs.py) and
+# exit with an explanation outside a d2ext source checkout.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from demo_runs import REPO, read_eval_results, run_train_net  # noqa: E402
 
 CONFIGS = os.path.join(REPO, "projects", "ScaleDet", "configs")
 ARMS = {

@@ -13,8 +13,12 @@ from their last checkpoint. The summary goes to <out>/summary.json.
 import argparse
 import json
 import os
+import sys
 
-from d2ext.utils.runs import REPO, finetune_arms, print_comparison, run_train_net
+# Checkout-only: the demo helpers sit beside the paper folders (projects/demo_runs.py) and
+# exit with an explanation outside a d2ext source checkout.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from demo_runs import REPO, finetune_arms, print_comparison, run_train_net  # noqa: E402
 
 CONFIGS = os.path.join(REPO, "projects", "SoCo", "configs")
 PRETRAIN = os.path.join(CONFIGS, "soco_R18_FPN_4conv1fc_demo.py")

@@ -1,5 +1,10 @@
 """Helpers of the demo drivers (projects/*/run_demo.py): resumable `tools/train_net.py` runs in
-subprocesses and their results."""
+subprocesses and their results.
+
+Checkout-only: the demos drive this repository's ``tools/train_net.py`` and configs, which the
+installed d2ext package does not carry (its configs are reached with
+``d2ext.model_zoo.get_config``). Each ``run_demo.py`` imports this file from its parent folder.
+"""
 
 import json
 import os
@@ -15,13 +20,34 @@ __all__ = [
     "signs_backbone",
 ]
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
+
+
+def require_checkout(root: str = REPO) -> None:
+    """Exits with an explanation unless ``root`` is a d2ext source checkout (``tools/`` and
+    ``configs/`` beside ``projects/``)."""
+    missing = [
+        p for p in ("tools/train_net.py", "configs") if not os.path.exists(os.path.join(root, p))
+    ]
+    if missing:
+        raise SystemExit(
+            f"The d2ext demos (projects/<Paper>/run_demo.py) run from a source checkout only: "
+            f"{root} lacks {', '.join(missing)}. Run them in a clone of the d2ext repository "
+            "(the installed package has no tools/ and no demo drivers; its configs are "
+            "reached with d2ext.model_zoo.get_config)."
+        )
+
+
+require_checkout()
 
 
 def run_train_net(config: str, output_dir: str, overrides=(), eval_only: bool = False) -> None:
     """Runs ``tools/train_net.py`` on ``config`` into ``output_dir`` (with ``--resume``, so an
     interrupted run continues from its last checkpoint); raises if it fails."""
-    cmd = [sys.executable, os.path.join(REPO, "tools", "train_net.py")]
+    if not os.path.isfile(config):
+        raise FileNotFoundError(f"demo config {config} not found (a checkout of d2ext has it)")
+    cmd = [sys.executable, TRAIN_NET]
     cmd += ["--eval-only"] if eval_only else ["--resume"]
     cmd += ["--config-file", config, f"train.output_dir={output_dir}", *overrides]
     print("+", " ".join(cmd), flush=True)
