@@ -5,7 +5,7 @@ export D2EXT_VENV := $(abspath $(VENV))
 export HF_HUB_OFFLINE := 1
 export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::FutureWarning
 
-.PHONY: setup demo test lint cuda-build-check bench data clean
+.PHONY: setup demo test lint cuda-build-check wheel-check bench data clean
 
 setup:
 	@bash tools/install/setup_env.sh
@@ -49,8 +49,13 @@ lint: setup
 cuda-build-check: setup
 	PY=$(PY) bash tools/install/check_cuda_build.sh
 
+# sdist + wheel (python -m build --no-isolation) from a scratch copy; the wheel installed into
+# a fresh venv and used from outside the checkout (tools/install/check_wheel.sh)
+wheel-check: setup
+	PY=$(PY) bash tools/install/check_wheel.sh
+
 bench: setup
 	$(PY) benchmarks/ops.py
 
 clean:
-	rm -rf build output *.egg-info d2ext/_C*.so
+	rm -rf build dist output *.egg-info d2ext/_C*.so
