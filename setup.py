@@ -73,6 +73,7 @@ EXTRAS_REQUIRE["test"] = [
     *EXTRAS_REQUIRE["vis"],
 ]
 
+
 def _config_tools():
     """d2ext/model_zoo/_sources.py, loaded by path: it needs only the standard library, so
     the build does not import the d2ext package (nor its dependencies)."""
