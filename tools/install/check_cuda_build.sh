@@ -28,7 +28,13 @@ import sys
 import torch
 
 torch.ops.load_library(sys.argv[1])
-ops = ("box_jitter", "assign_fpn_levels_threshold", "assign_fpn_levels_log")
+ops = (
+    "box_jitter",
+    "assign_fpn_levels_threshold",
+    "assign_fpn_levels_log",
+    "ms_deform_attn",
+    "ms_deform_attn_backward",
+)
 cpu_only = ("felzenszwalb", "selective_search")  # preprocessing ops, CPU by design
 missing = [
     f"{op}/{key}"
