@@ -214,6 +214,29 @@ def test_imted_demo_loader_reads_an_mae_checkpoint_with_args(tmp_path):
     assert torch.equal(out["backbone.net.cls_token"], mae.state_dict()["cls_token"])
 
 
+def test_numpy_1x_pickles_still_load(tmp_path):
+    """Files written under numpy 1.x name numpy.core.multiarray (numpy 2: numpy._core)."""
+    import zipfile
+
+    data = {"model": {"w": np.arange(3, dtype=np.float32)}, "s": np.float64(2.5)}
+    raw = pickle.dumps(data, protocol=2)
+    old = raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    assert old != raw
+    (tmp_path / "old.pkl").write_bytes(old)
+    torch.save(data, tmp_path / "new.pth")
+    with zipfile.ZipFile(tmp_path / "new.pth") as zin:
+        with zipfile.ZipFile(tmp_path / "old.pth", "w", zipfile.ZIP_STORED) as zout:
+            for info in zin.infolist():
+                content = zin.read(info.filename)
+                if info.filename.endswith("data.pkl"):
+                    content = content.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+                zout.writestr(info.filename, content)
+    for name in ("old.pkl", "old.pth"):
+        out = load_checkpoint(tmp_path / name)
+        np.testing.assert_array_equal(out["model"]["w"], data["model"]["w"])
+        assert out["s"] == 2.5
+
+
 class _Stem(nn.Module):
     """A model whose names match detectron2's ResNet (backbone.bottom_up.stem.conv1...)."""
 
