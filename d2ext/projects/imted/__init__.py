@@ -1,4 +1,4 @@
-"""imTED (Zhang et al., ICCV 2023): the MAE encoder and decoder migrated into a two-stage
+"""imTED (Liu et al., ICCV 2023): the MAE encoder and decoder migrated into a two-stage
 detector, with a multi-scale feature modulator."""
 
 from .checkpoint import MAE_TO_IMTED, MAEMappingReport, mae_to_imted
@@ -11,8 +11,11 @@ from .modeling import (
     LayerDecay,
     MAEDecoderHead,
     MultiScaleFeatureModulator,
+    resize_pos_table,
     sincos_pos_embed_2d,
+    sincos_pos_table,
 )
+from .optim import imted_param_groups, no_weight_decay
 
 __all__ = [
     "MAE",
@@ -26,6 +29,10 @@ __all__ = [
     "LayerDecay",
     "MAEDecoderHead",
     "MultiScaleFeatureModulator",
+    "imted_param_groups",
     "mae_to_imted",
+    "no_weight_decay",
+    "resize_pos_table",
     "sincos_pos_embed_2d",
+    "sincos_pos_table",
 ]

@@ -1,6 +1,8 @@
 """Config builders for imTED: the detector around a ViT size and AdamW with imTED's layer-wise
-lr decay. Both return LazyConfig nodes built on detectron2's model-zoo blocks."""
+lr decay and weight-decay rule. Both return LazyConfig nodes built on detectron2's model-zoo
+blocks; every default is the value of the authors' configs (LiewFeng/imTED)."""
 
+import torch
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 from detectron2.model_zoo import get_config
@@ -13,8 +15,9 @@ from .modeling import (
     MAEDecoderHead,
     MultiScaleFeatureModulator,
 )
+from .optim import imted_param_groups
 
-__all__ = ["VIT_SIZES", "imted_model", "imted_optimizer"]
+__all__ = ["DROP_PATH", "VIT_SIZES", "imted_model", "imted_optimizer"]
 
 # encoder (width, depth, heads) and MAE decoder (width, depth, heads) per size (SPEC.md)
 VIT_SIZES = {
@@ -22,23 +25,51 @@ VIT_SIZES = {
     "B": ((768, 12, 12), (512, 8, 16)),
     "L": ((1024, 24, 16), (512, 8, 16)),
 }
+# the encoder's stochastic depth per size in the authors' 3x and few-shot configs
+DROP_PATH = {"S": 0.1, "B": 0.2, "L": 0.3}
 
 
-def imted_model(size: str = "B", mask: bool = False, num_classes: int = 80, drop_path: float = 0.1):
+def imted_model(
+    size: str = "B",
+    mask: bool = False,
+    num_classes: int = 80,
+    drop_path: float | None = None,
+    *,
+    pyramid_block: int | None = 11,
+    rpn_convs: int = 1,
+    mask_norm: str = "",
+    head_pos_embed: str = "pretrained",
+    pretrained_final_norm: bool = False,
+):
     """Faster (``mask=False``) or Mask R-CNN with imTED's encoder, pyramid, modulator and MAE
     decoder box head (GIoU loss x10, class-specific boxes), from detectron2's ViTDet Mask R-CNN
-    block.
+    block. Defaults are the authors'.
 
     Args:
         size: ``"S"``, ``"B"`` or ``"L"`` (:data:`VIT_SIZES`).
         mask: keep detectron2's FCN mask head (Mask R-CNN).
         num_classes: detector classes.
-        drop_path: the encoder's stochastic depth rate.
+        drop_path: the encoder's stochastic depth rate (linear over the blocks); None: the
+            authors' value for ``size`` (:data:`DROP_PATH`: 0.1 / 0.2 / 0.3).
+        pyramid_block: the block (0-based) whose output feeds the feature pyramid; the
+            authors take block 11 for every size (the last block of S and B, the 12th of L's
+            24); None: the last block.
+        rpn_convs: 3x3 convs in the RPN head (authors: mmdet's ``RPNHead``, 1; detectron2's
+            ViTDet: 2).
+        mask_norm: norm of the mask head's convs (authors' ``FCNMaskHead``: none, ``""``;
+            detectron2's ViTDet: ``"LN"``).
+        head_pos_embed: the box head's position embedding, ``"pretrained"`` (the checkpoint's
+            ``decoder_pos_embed`` resized to 7x7, as the authors) or ``"sincos"`` (a fixed 7x7
+            sin-cos table); see :class:`MAEDecoderHead`.
+        pretrained_final_norm: load MAE's ``decoder_norm`` as the head's last LN (False: a
+            fresh ``decoder_box_norm``, as the authors).
 
     Returns:
         the LazyCall of the ``GeneralizedRCNN``.
     """
     (width, depth, heads), (dec_width, dec_depth, dec_heads) = VIT_SIZES[size]
+    if drop_path is None:
+        drop_path = DROP_PATH[size]
     model = get_config("common/models/mask_rcnn_vitdet.py").model
     model.backbone._target_ = IMTEDFeaturePyramid
     model.backbone.square_pad = 0
@@ -62,6 +93,10 @@ def imted_model(size: str = "B", mask: bool = False, num_classes: int = 80, drop
         pretrain_img_size=224,
         keep_cls_token=True,
     )
+    if pyramid_block is not None and pyramid_block != depth - 1:
+        net.pyramid_block = pyramid_block
+        model.backbone.in_feature = "pyramid_feat"
+    model.proposal_generator.head.conv_dims = [-1] * rpn_convs
     heads_cfg = model.roi_heads
     heads_cfg._target_ = IMTEDROIHeads
     heads_cfg.pop("box_in_features")
@@ -80,6 +115,9 @@ def imted_model(size: str = "B", mask: bool = False, num_classes: int = 80, drop
             decoder_dim=dec_width,
             depth=dec_depth,
             num_heads=dec_heads,
+            pos_embed=head_pos_embed,
+            pretrain_grid=14,  # MAE's 224-px pretraining, patch 16
+            pretrained_final_norm=pretrained_final_norm,
         ),
     )
     model.backbone.token_feature = "last_feat"
@@ -88,31 +126,47 @@ def imted_model(size: str = "B", mask: bool = False, num_classes: int = 80, drop
         box_reg_loss_type="giou",
         loss_weight={"loss_box_reg": 10.0},
     )
-    if not mask:
+    if mask:
+        heads_cfg.mask_head.conv_norm = mask_norm
+    else:
         heads_cfg.update(mask_in_features=None, mask_pooler=None, mask_head=None)
     return model
 
 
-def imted_optimizer(num_layers: int, num_decoder_layers: int = 0, rate: float = 0.75):
-    """AdamW 1e-4, weight decay 0.05 (none on norms, biases and position embeddings), layer
-    decay ``rate`` over the encoder blocks (and the decoder blocks when given).
+def imted_optimizer(
+    num_layers: int,
+    num_decoder_layers: int = 0,
+    rate: float = 0.75,
+    exclude: tuple[str, ...] = (),
+):
+    """AdamW, lr 1e-4, betas (0.9, 0.999), weight decay 0.05 except for every bias, every 1-d
+    parameter (norms, the modulator's weight) and names ending in ``_token`` / ``pos_embed``
+    (:func:`~d2ext.projects.imted.optim.no_weight_decay`), layer-wise lr decay ``rate`` over
+    the encoder blocks (and the decoder blocks when ``num_decoder_layers`` is given): the
+    authors' ``LayerDecayOptimizerConstructor`` (and, with ``exclude``, their
+    ``...BackboneFronzen`` one).
 
     Args:
         num_layers: encoder blocks.
         num_decoder_layers: decoder blocks of the box head that layer decay also covers (0:
-            none).
+            none; the authors' few-shot fine-tuning: 8).
         rate: the per-layer lr decay.
+        exclude: parameter-name prefixes left out of the optimizer.
 
     Returns:
         the LazyCall of ``torch.optim.AdamW`` (``params.model`` filled in by the trainer).
     """
-    optimizer = get_config("common/optim.py").AdamW
-    optimizer.lr = 1e-4
-    optimizer.weight_decay = 0.05
-    optimizer.params.update(
-        lr_factor_func=L(LayerDecay)(
-            rate=rate, num_layers=num_layers, num_decoder_layers=num_decoder_layers
+    return L(torch.optim.AdamW)(
+        params=L(imted_param_groups)(
+            model=None,
+            base_lr="${..lr}",
+            weight_decay="${..weight_decay}",
+            lr_factor_func=L(LayerDecay)(
+                rate=rate, num_layers=num_layers, num_decoder_layers=num_decoder_layers
+            ),
+            exclude=tuple(exclude),
         ),
-        overrides={"pos_embed": {"weight_decay": 0.0}, "cls_token": {"weight_decay": 0.0}},
+        lr=1e-4,
+        betas=(0.9, 0.999),
+        weight_decay=0.05,
     )
-    return optimizer

@@ -16,11 +16,18 @@ MAE_TO_IMTED = (
     ("norm.", "roi_heads.box_head.norm."),  # the encoder's final norm opens the box head
     ("decoder_embed.", "roi_heads.box_head.decoder_embed."),
     ("decoder_blocks.", "roi_heads.box_head.decoder_blocks."),
+    # the decoder's 14x14 table: the head resizes it to the RoI grid (imTED's)
+    ("decoder_pos_embed", "roi_heads.box_head.decoder_pos_embed"),
+    # loaded only into a head built with pretrained_final_norm=True; imTED's head has a fresh
+    # decoder_box_norm instead
     ("decoder_norm.", "roi_heads.box_head.decoder_norm."),
 )
-# used by MAE pretraining only: mask token, the decoder's full-image position embedding
-# (imTED uses a fixed 7x7 sin-cos one) and the pixel predictor
-MAE_UNUSED = ("mask_token", "decoder_pos_embed", "decoder_pred.")
+# used by MAE pretraining only: mask token and the pixel predictor
+MAE_UNUSED = ("mask_token", "decoder_pred.")
+# mapped only when the model has the target (else reported as unused): the cls token (an
+# encoder without keep_cls_token), the decoder table (a head with pos_embed="sincos"), MAE's
+# decoder_norm (imTED's head, whose last LN is a fresh decoder_box_norm)
+MAE_OPTIONAL = ("cls_token", "decoder_pos_embed", "decoder_norm.")
 
 
 @dataclasses.dataclass
@@ -55,9 +62,11 @@ def mae_to_imted(
     Args:
         checkpoint: the loaded file (``{"model": state_dict}`` as MAE saves it, or a bare
             state dict).
-        model: the imTED detector; when given, shapes are checked, the position embedding is
-            interpolated to its grid, and ``missing`` lists its encoder / box-head keys the
-            checkpoint does not fill.
+        model: the imTED detector; when given, shapes are checked, the encoder's position
+            embedding is interpolated to its grid, keys of :data:`MAE_OPTIONAL` the model has
+            no place for are reported as unused, and ``missing`` lists its encoder / box-head
+            keys the checkpoint does not fill (the fresh ``decoder_box_norm`` excepted).
+            Without a model, ``decoder_norm.*`` is reported as unused (imTED's head).
         load_decoder: False maps the encoder only (imTED's "encoder-only" baseline: box head
             randomly initialised).
 
@@ -84,7 +93,7 @@ def mae_to_imted(
     target = model.state_dict() if model is not None else None
     out, rep = {}, MAEMappingReport([], [], [], [], [], [])
     for k, v in state.items():
-        if k.startswith(MAE_UNUSED):
+        if k.startswith(MAE_UNUSED) or (model is None and k.startswith("decoder_norm.")):
             rep.unused.append(k)
             continue
         new = next((d + k[len(s) :] for s, d in MAE_TO_IMTED if k.startswith(s)), None)
@@ -96,12 +105,15 @@ def mae_to_imted(
             continue
         if target is not None:
             if new not in target:
-                # the cls token is used only when the encoder keeps it in the sequence
-                (rep.unused if k == "cls_token" else rep.unexpected).append(k)
+                (rep.unused if k.startswith(MAE_OPTIONAL) else rep.unexpected).append(k)
                 continue
             if k == "pos_embed" and v.shape != target[new].shape:
                 v = _resize_pos(v, target[new].shape[1])
                 rep.interpolated.append(new)
+            if k == "decoder_pos_embed" and v.shape[-1:] == target[new].shape[-1:]:
+                out[new] = v  # the head adopts the checkpoint's grid (MAEDecoderHead)
+                rep.loaded.append(new)
+                continue
             if v.shape != target[new].shape:
                 rep.shape_mismatch.append(f"{k}: {tuple(v.shape)} vs {tuple(target[new].shape)}")
                 continue
@@ -109,5 +121,10 @@ def mae_to_imted(
         rep.loaded.append(new)
     if target is not None:
         prefixes = [d for _, d in MAE_TO_IMTED if load_decoder or not d.startswith("roi_heads.")]
-        rep.missing = [k for k in target if k.startswith(tuple(prefixes)) and k not in out]
+        fresh = "roi_heads.box_head.decoder_box_norm."  # imTED's: not in any MAE checkpoint
+        rep.missing = [
+            k
+            for k in target
+            if k.startswith(tuple(prefixes)) and k not in out and not k.startswith(fresh)
+        ]
     return out, rep

@@ -1,19 +1,23 @@
-"""imTED (Zhang et al., ICCV 2023): the whole MAE encoder-decoder migrated into a two-stage
+"""imTED (Liu et al., ICCV 2023): the whole MAE encoder-decoder migrated into a two-stage
 detector. The encoder is detectron2's ViT, the ROI box head is the MAE decoder, and a
 multi-scale feature modulator adds pyramid RoI features to the single-scale ones.
 
     image -> IMTEDViT (global attention, abs pos interpolated, optional cls token in sequence)
-          -> IMTEDFeaturePyramid: SimpleFeaturePyramid P2-P6 for the RPN and the modulator,
-             plus the last block's token map ("last_feat", stride 16)
+          -> IMTEDFeaturePyramid: SimpleFeaturePyramid P2-P6 for the RPN and the modulator
+             (from the last block, or from block ``pyramid_block``), plus the last block's
+             token map ("last_feat", stride 16)
     RoI   -> RoIAlign 7x7 on last_feat  +  w * Conv1x1(RoIAlign 7x7 on P2-P5), w init 0
           -> MAEDecoderHead: LN (encoder's final norm) -> Linear to decoder width
-             -> + fixed 2D sin-cos (7x7) -> decoder blocks -> mean pool -> LN
+             -> + the checkpoint's decoder position table resized to 7x7 (bicubic)
+             -> decoder blocks -> mean pool -> fresh LN (``decoder_box_norm``)
           -> FastRCNNOutputLayers (class-specific boxes, GIoU loss weight 10)
 """
 
+import math
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 from detectron2.layers import Conv2d, ShapeSpec
 from detectron2.modeling.backbone.utils import get_abs_pos
 from detectron2.modeling.backbone.vit import Block, SimpleFeaturePyramid, ViT
@@ -29,7 +33,9 @@ __all__ = [
     "LayerDecay",
     "MAEDecoderHead",
     "MultiScaleFeatureModulator",
+    "resize_pos_table",
     "sincos_pos_embed_2d",
+    "sincos_pos_table",
 ]
 
 
@@ -69,11 +75,22 @@ class IMTEDViT(ViT):
     Args:
         keep_cls_token: keep MAE's cls token in the token sequence (as imTED's encoder does);
             it attends with the patch tokens and is dropped from the output map.
-        frozen: no parameter of the encoder is trained (few-shot fine-tuning).
+        frozen: no parameter of the encoder is trained.
+        pyramid_block: also output block ``pyramid_block``'s token map (0-based) as
+            ``"pyramid_feat"`` (same width and stride as the last block's). imTED's ViT-L
+            builds its feature pyramid from block 11 of 24 (the last of its ``out_indices``
+            [3, 5, 7, 11]); None: no extra output.
         kwargs: ViT's arguments (img_size, patch_size, embed_dim, depth, num_heads, ...).
     """
 
-    def __init__(self, *, keep_cls_token: bool = False, frozen: bool = False, **kwargs):
+    def __init__(
+        self,
+        *,
+        keep_cls_token: bool = False,
+        frozen: bool = False,
+        pyramid_block: int | None = None,
+        **kwargs,
+    ):
         kwargs.update(window_size=0, window_block_indexes=(), use_rel_pos=False)
         kwargs.setdefault("residual_block_indexes", ())
         kwargs.setdefault("norm_layer", partial(nn.LayerNorm, eps=1e-6))  # MAE's
@@ -84,39 +101,73 @@ class IMTEDViT(ViT):
                 raise ValueError("keep_cls_token needs use_abs_pos and pretrain_use_cls_token")
             self.cls_token = nn.Parameter(torch.zeros(1, 1, self.pos_embed.shape[-1]))
             nn.init.trunc_normal_(self.cls_token, std=0.02)
+        if pyramid_block is not None:
+            if not 0 <= pyramid_block < len(self.blocks):
+                raise ValueError(
+                    f"pyramid_block {pyramid_block} is not a block of this {len(self.blocks)}-"
+                    "block ViT"
+                )
+            last = self._out_features[0]
+            self._out_features.append("pyramid_feat")
+            self._out_feature_channels["pyramid_feat"] = self._out_feature_channels[last]
+            self._out_feature_strides["pyramid_feat"] = self._out_feature_strides[last]
+        self.pyramid_block = pyramid_block
         self.frozen = frozen
         if frozen:
             for p in self.parameters():
                 p.requires_grad_(False)
 
     def forward(self, x):
-        if not self.keep_cls_token:
-            return super().forward(x)
         x = self.patch_embed(x)  # [B, H, W, C]
         b, h, w, c = x.shape
-        x = x + get_abs_pos(self.pos_embed, True, (h, w))
-        cls = (self.cls_token + self.pos_embed[:, :1]).expand(b, -1, -1)  # [B, 1, C]
-        # blocks see [B, 1, 1 + HW, C]: with window_size 0 and no relative position, the
-        # attention is global over the flattened tokens, cls included
-        t = torch.cat([cls, x.reshape(b, h * w, c)], dim=1).unsqueeze(1)
-        for blk in self.blocks:
-            t = blk(t)
-        x = t[:, 0, 1:].reshape(b, h, w, c)
-        return {self._out_features[0]: x.permute(0, 3, 1, 2)}
+        if self.pos_embed is not None:
+            x = x + get_abs_pos(self.pos_embed, self.pretrain_use_cls_token, (h, w))
+        if self.keep_cls_token:
+            cls = (self.cls_token + self.pos_embed[:, :1]).expand(b, -1, -1)  # [B, 1, C]
+            # blocks see [B, 1, 1 + HW, C]: with window_size 0 and no relative position, the
+            # attention is global over the flattened tokens, cls included
+            x = torch.cat([cls, x.reshape(b, h * w, c)], dim=1).unsqueeze(1)
+        out = {}
+        for i, blk in enumerate(self.blocks):
+            x = blk(x)
+            if i == self.pyramid_block:
+                out["pyramid_feat"] = self._token_map(x, h, w)
+        out[self._out_features[0]] = self._token_map(x, h, w)
+        return out
+
+    def _token_map(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        if self.keep_cls_token:
+            x = x[:, 0, 1:].reshape(x.shape[0], h, w, -1)
+        return x.permute(0, 3, 1, 2)
 
 
 class IMTEDFeaturePyramid(SimpleFeaturePyramid):
-    """SimpleFeaturePyramid (P2-P5 from the last block, P6 by the top block) that also returns
-    the last block's token map under ``token_feature`` (default "last_feat", stride 16), the
-    input of imTED's single-scale RoIAlign."""
+    """SimpleFeaturePyramid (P2-P5 from ``in_feature`` of the ViT, P6 by the top block) that
+    also returns the ViT's last-block token map under ``token_feature`` (default "last_feat",
+    stride 16), the input of imTED's single-scale RoIAlign.
 
-    def __init__(self, *, token_feature: str = "last_feat", **kwargs):
+    Args:
+        token_feature: the name of the last block's map in this module's outputs.
+        frozen: freeze what imTED's ``backbone`` holds: the whole ViT and, in each level, the
+            up/down-sampling layers before the 1x1 and 3x3 convs (their ``fpn1``-``fpn4``).
+            The 1x1 / 3x3 convs (imTED's neck) stay trainable. imTED's few-shot fine-tuning
+            leaves ``backbone.*`` out of the optimizer; here those parameters get
+            ``requires_grad=False`` (not updated either way; no gradient is computed).
+        kwargs: SimpleFeaturePyramid's arguments.
+    """
+
+    def __init__(self, *, token_feature: str = "last_feat", frozen: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.token_feature = token_feature
+        self.frozen = frozen
+        if frozen:
+            for module in [self.net] + [stage[:-2] for stage in self.stages]:
+                for p in module.parameters():
+                    p.requires_grad_(False)
 
     def output_shape(self):
         shapes = super().output_shape()
-        shapes[self.token_feature] = self.net.output_shape()[self.in_feature]
+        shapes[self.token_feature] = self.net.output_shape()[self.net._out_features[0]]
         return shapes
 
     def forward(self, x):
@@ -126,7 +177,7 @@ class IMTEDFeaturePyramid(SimpleFeaturePyramid):
             out = super().forward(x)
         finally:
             handle.remove()
-        out[self.token_feature] = captured[self.in_feature]
+        out[self.token_feature] = captured[self.net._out_features[0]]
         return out
 
 
@@ -172,10 +223,62 @@ class IMTEDBoxPooler(nn.Module):
         return x
 
 
+def sincos_pos_table(dim: int, grid_size: int) -> torch.Tensor:
+    """MAE's ``decoder_pos_embed`` as its checkpoints hold it: [1, 1 + grid_size**2, dim], a
+    zero row for the cls position, then :func:`sincos_pos_embed_2d`."""
+    return torch.cat([torch.zeros(1, dim), sincos_pos_embed_2d(dim, grid_size)])[None]
+
+
+def resize_pos_table(table: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """imTED's ``MAEBBoxHead.interpolate_pos_encoding``: the cls row dropped, the g x g grid
+    resized bicubically with ``scale_factor = ((height + 0.1) / g, (width + 0.1) / g)``
+    (DINO's +0.1; ``align_corners=False``), or returned as is when it already is
+    ``height x width`` with height == width.
+
+    Args:
+        table: [1, 1 + g*g, D].
+        height, width: the RoI grid.
+
+    Returns:
+        [1, height * width, D], in ``table``'s dtype.
+    """
+    grid = table[:, 1:]
+    n, dim = grid.shape[1], grid.shape[2]
+    g = math.isqrt(n)
+    if g * g != n:
+        raise ValueError(f"position table of {table.shape[1]} rows is not 1 + a square grid")
+    if n == height * width and height == width:
+        return grid
+    grid = grid.reshape(1, g, g, dim).permute(0, 3, 1, 2).float()
+    grid = F.interpolate(
+        grid,
+        scale_factor=((height + 0.1) / g, (width + 0.1) / g),
+        mode="bicubic",
+        align_corners=False,
+    )
+    if grid.shape[-2:] != (height, width):  # the authors assert the same
+        raise ValueError(f"resizing a {g}x{g} table gave {tuple(grid.shape[-2:])}")
+    return grid.permute(0, 2, 3, 1).reshape(1, height * width, dim).to(table.dtype)
+
+
 class MAEDecoderHead(nn.Module):
     """The MAE decoder as a box head. Parameter names follow the MAE release
     (``norm`` = the encoder's final norm, ``decoder_embed``, ``decoder_blocks.N``,
-    ``decoder_norm``) so an official full checkpoint maps onto it by prefix."""
+    ``decoder_pos_embed``) so an official full checkpoint maps onto it by prefix.
+
+    Position embedding (``pos_embed``):
+
+    - ``"pretrained"`` (imTED's): a frozen buffer ``decoder_pos_embed`` [1, 1 + g*g, D] that
+      the MAE checkpoint fills (before loading: MAE's fixed sin-cos table at ``pretrain_grid``,
+      which is what official MAE checkpoints hold; imTED's buffer starts at zeros), resized to
+      the RoI grid at every forward by :func:`resize_pos_table`. A state dict with another
+      grid is adopted as is (the buffer takes its shape).
+    - ``"sincos"``: MAE's sin-cos formula evaluated on the RoI grid (fixed, not loaded).
+
+    The LN after mean pooling is a fresh ``decoder_box_norm`` (imTED's; MAE's ``decoder_norm``
+    is not loaded), or with ``pretrained_final_norm=True`` a module named ``decoder_norm`` that
+    the checkpoint's ``decoder_norm.*`` fills.
+    """
 
     def __init__(
         self,
@@ -186,20 +289,36 @@ class MAEDecoderHead(nn.Module):
         num_heads: int = 16,
         mlp_ratio: float = 4.0,
         drop_path_rate: float = 0.0,
+        pos_embed: str = "pretrained",
+        pretrain_grid: int = 14,
+        pretrained_final_norm: bool = False,
     ):
         """
         Args:
             input_shape: the RoI features, channels = encoder width, height = width = 7.
             decoder_dim, depth, num_heads: MAE decoder size (ViT-B/L: 512, 8, 16; ViT-S: 256, 4).
+            mlp_ratio: the blocks' MLP width over ``decoder_dim``.
+            drop_path_rate: stochastic depth of the decoder blocks (imTED: 0).
+            pos_embed: ``"pretrained"`` or ``"sincos"`` (see the class docstring).
+            pretrain_grid: the grid of the MAE decoder's table (MAE pretraining image size /
+                patch size: 224 / 16 = 14).
+            pretrained_final_norm: name the final LN ``decoder_norm`` so MAE's is loaded
+                (False: a fresh ``decoder_box_norm``, as imTED).
         """
         super().__init__()
+        if pos_embed not in ("pretrained", "sincos"):
+            raise ValueError(f"pos_embed must be 'pretrained' or 'sincos', got {pos_embed!r}")
         norm = partial(nn.LayerNorm, eps=1e-6)
         c, size = input_shape.channels, input_shape.height or 7
         self.norm = norm(c)
         self.decoder_embed = nn.Linear(c, decoder_dim)
-        self.register_buffer(
-            "pos_embed", sincos_pos_embed_2d(decoder_dim, size)[None], persistent=False
-        )  # [1, 49, D]
+        self.pos_embed_type = pos_embed
+        if pos_embed == "pretrained":
+            self.register_buffer("decoder_pos_embed", sincos_pos_table(decoder_dim, pretrain_grid))
+        else:
+            self.register_buffer(
+                "pos_embed", sincos_pos_embed_2d(decoder_dim, size)[None], persistent=False
+            )  # [1, 49, D]
         dpr = [x.item() for x in torch.linspace(0, drop_path_rate, depth)]
         self.decoder_blocks = nn.ModuleList(
             [
@@ -214,7 +333,8 @@ class MAEDecoderHead(nn.Module):
                 for i in range(depth)
             ]
         )
-        self.decoder_norm = norm(decoder_dim)
+        self.final_norm_name = "decoder_norm" if pretrained_final_norm else "decoder_box_norm"
+        self.add_module(self.final_norm_name, norm(decoder_dim))
         self._size = size
         self._output_size = decoder_dim
         self.apply(mae_init_weights)
@@ -223,6 +343,28 @@ class MAEDecoderHead(nn.Module):
     def output_shape(self) -> ShapeSpec:
         return ShapeSpec(channels=self._output_size)
 
+    @property
+    def final_norm(self) -> nn.LayerNorm:
+        return getattr(self, self.final_norm_name)
+
+    def position_table(self, height: int, width: int) -> torch.Tensor:
+        """The position embedding added to the RoI tokens: [1, height * width, D]."""
+        if self.pos_embed_type == "sincos":
+            return self.pos_embed
+        return resize_pos_table(self.decoder_pos_embed, height, width)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "decoder_pos_embed"
+        new = state_dict.get(key)
+        old = getattr(self, "decoder_pos_embed", None)
+        if new is not None and old is not None and new.shape != old.shape:
+            if new.dim() != 3 or new.shape[0] != 1 or new.shape[2] != old.shape[2]:
+                raise ValueError(
+                    f"{key}: expected [1, 1 + g*g, {old.shape[2]}], got {tuple(new.shape)}"
+                )
+            self.decoder_pos_embed = torch.empty_like(new, device=old.device, dtype=old.dtype)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r, c, h, w = x.shape  # [R, C_enc, 7, 7]
         if (h, w) != (self._size, self._size):
@@ -230,14 +372,14 @@ class MAEDecoderHead(nn.Module):
                 f"MAEDecoderHead built for {self._size}x{self._size} RoIs, got {h}x{w}"
             )
         if r == 0:  # no RoIs: detectron2's attention cannot reshape an empty batch
-            return self.decoder_norm(x.new_zeros(0, self._output_size))
+            return self.final_norm(x.new_zeros(0, self._output_size))
         t = x.flatten(2).transpose(1, 2)  # [R, 49, C_enc]
-        t = self.decoder_embed(self.norm(t)) + self.pos_embed  # [R, 49, D]
+        t = self.decoder_embed(self.norm(t)) + self.position_table(h, w)  # [R, 49, D]
         t = t.reshape(r, h, w, t.shape[-1])  # blocks take [B, H, W, D]; window 0: global attention
         for blk in self.decoder_blocks:
             t = blk(t)
         t = t.reshape(r, h * w, t.shape[-1]).mean(dim=1)  # [R, D]
-        return self.decoder_norm(t)
+        return self.final_norm(t)
 
 
 class IMTEDROIHeads(StandardROIHeads):
@@ -276,9 +418,9 @@ class IMTEDROIHeads(StandardROIHeads):
 class LayerDecay:
     """Layer-wise lr decay for imTED (detectron2's ``lr_factor_func``): encoder parameters
     (``backbone.net.``) get rate**(L + 1 - layer) with layer 0 for the patch / position / cls
-    embeddings and i + 1 for block i; with ``num_decoder_layers`` (few-shot recipe) the box
-    head's decoder decays the same way (``norm``/``decoder_embed`` layer 0, decoder block j
-    layer j + 1). Everything else trains at the base lr."""
+    embeddings and i + 1 for block i; with ``num_decoder_layers`` (the authors' few-shot
+    fine-tuning) the box head's decoder decays the same way (``norm``/``decoder_embed`` layer
+    0, decoder block j layer j + 1). Everything else trains at the base lr."""
 
     def __init__(self, rate: float, num_layers: int, num_decoder_layers: int = 0):
         self.rate, self.num_layers, self.num_decoder_layers = rate, num_layers, num_decoder_layers
