@@ -46,8 +46,9 @@ def test_losses_hand_computed():
     expect_hard = (
         _bce(0.6, 1) + _bce(-0.8, 0) + _bce(-0.6, 0) + _bce(-1.8, 1) + _bce(-1.0, 0) + _bce(0.0, 0)
     ) / 3
-    # MSE over the 2 foreground rows x 2 labels: (0.8-1)^2 (0.1-0.25)^2 (0.2-0.25)^2 (-0.4-1)^2
-    expect_soft = (0.04 + 0.0225 + 0.0025 + 1.96) / 4
+    # squared error summed over the 2 labels, averaged over the 2 foreground rows:
+    # (0.8-1)^2 (0.1-0.25)^2 (0.2-0.25)^2 (-0.4-1)^2
+    expect_soft = (0.04 + 0.0225 + 0.0025 + 1.96) / 2
     assert hard.item() == pytest.approx(expect_hard, abs=1e-12)
     assert soft.item() == pytest.approx(expect_soft, abs=1e-12)
     # only background: soft loss 0 (and still differentiable), hard loss from all-zero targets
@@ -253,6 +254,7 @@ def _demo_model(tmp_path, dim=16):
     path = str(tmp_path / "train.npy")
     save_text_embeddings(path, np.random.RandomState(0).randn(len(names), dim), names)
     cfg.scaledet.text.path = path
+    cfg.scaledet.text.backend = "precomputed"  # random 16-d embeddings supplied as a file
     cfg.model.roi_heads.box_predictor.test_score_thresh = 0.0
     torch.manual_seed(0)
     return instantiate(cfg.model).eval(), names

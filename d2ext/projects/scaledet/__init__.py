@@ -2,7 +2,12 @@
 of text embeddings, trained with hard- and soft-label losses; any vocabulary at test time."""
 
 from .evaluation import MultiDatasetEvaluator, MultiDatasetTestLoader
-from .label_space import UnifiedLabelSpace, build_unified_label_space
+from .label_space import (
+    UnifiedLabelSpace,
+    build_unified_label_space,
+    fed_loss_class_weights,
+    label_key,
+)
 from .modeling import (
     ScaleDetCascadeROIHeads,
     ScaleDetOutputLayers,
@@ -25,6 +30,7 @@ from .text_embeddings import (
     load_text_embeddings,
     read_embedding_file,
     save_text_embeddings,
+    text_encoder_spec,
 )
 
 __all__ = [
@@ -42,7 +48,9 @@ __all__ = [
     "dataset_label_names",
     "encode_labels",
     "encode_vocabulary",
+    "fed_loss_class_weights",
     "label_embeddings",
+    "label_key",
     "label_similarity",
     "label_space_mappings",
     "label_space_names",
@@ -51,4 +59,5 @@ __all__ = [
     "save_text_embeddings",
     "scaledet_losses",
     "set_vocabulary",
+    "text_encoder_spec",
 ]

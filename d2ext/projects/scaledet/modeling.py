@@ -5,12 +5,19 @@ For a region feature x the predictor computes v = W x (a linear projection to th
 D) and, for every label c of the current vocabulary with fixed unit text embedding t_c,
 
     cos_c = <v / |v|, t_c>,    logit_c = cos_c / tau + b                      (Eq. 4-5)
-    L_hard = sum_c BCE(sigmoid(logit_c), y_c) / R       y one-hot, background all zeros  (Eq. 6)
-    L_soft = mean over foreground regions and c of (cos_c - S[y, c])^2               (Eq. 7)
+    L_hard = (1 / R)    sum_{r}       sum_{c in K} BCE(sigmoid(logit_rc), y_rc)       (Eq. 6)
+    L_soft = (1 / R_fg) sum_{r in fg} sum_{c in K} (cos_rc - S[y_r, c])^2             (Eq. 7)
     L_cls = L_hard + lambda * L_soft
 
-S is the label similarity matrix (cosine of the text embeddings rescaled to [0, 1]). Box
-regression is class-agnostic (the vocabulary can change at test time) and its loss is
+y is one-hot (all zeros for background), R the number of sampled regions, R_fg the foreground
+ones, S the label similarity matrix (cosine of the text embeddings rescaled to [0, 1]) and K
+the labels a batch is trained against: all C labels, or with the federated loss the classes of
+detectron2's ``get_fed_loss_classes`` (Detic's sampler). Both terms sum over K and average over
+regions, so the gradient that each (region, label) pair receives from either term does not
+depend on C, and lambda weighs the two the same way at any vocabulary size. (The paper's
+normalisation could not be checked; see projects/ScaleDet/README.md.)
+
+Box regression is class-agnostic (the vocabulary can change at test time) and its loss is
 detectron2's. The vocabulary is a non-persistent buffer: checkpoints do not carry it, so a
 trained model loads under any vocabulary (open-vocabulary inference).
 """
@@ -45,6 +52,7 @@ def scaledet_losses(
     logits: torch.Tensor,
     gt_classes: torch.Tensor,
     similarity: torch.Tensor,
+    class_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """ScaleDet's hard- and soft-label losses.
 
@@ -53,20 +61,28 @@ def scaledet_losses(
         logits: (R, C) the hard-label logits (cos / tau + bias).
         gt_classes: (R,) labels in [0, C], C meaning background.
         similarity: (C, C) label similarity in [0, 1].
+        class_mask: optional (C,) bool, the labels K both terms are computed over (the
+            federated loss's classes); None: all C.
 
     Returns:
-        (L_hard, L_soft): BCE summed over labels and averaged over the R regions; MSE averaged
-        over the foreground regions and the C labels (0 when no region is foreground).
+        (L_hard, L_soft): BCE summed over the labels in K and averaged over the R regions;
+        squared error summed over the labels in K and averaged over the foreground regions
+        (0 when no region is foreground).
     """
     num_regions, num_classes = logits.shape
     if num_regions == 0:
         zero = logits.sum() * 0.0
         return zero, zero
+    weight = None if class_mask is None else class_mask.to(logits.dtype)[None]  # [1, C]
     target = F.one_hot(gt_classes, num_classes + 1)[:, :num_classes].to(logits.dtype)
-    hard = F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / num_regions
+    hard = F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="sum")
+    hard = hard / num_regions
     fg = gt_classes < num_classes
     if fg.any():
-        soft = F.mse_loss(cos[fg], similarity[gt_classes[fg]].to(cos.dtype))
+        err = (cos[fg] - similarity[gt_classes[fg]].to(cos.dtype)) ** 2  # [R_fg, C]
+        if weight is not None:
+            err = err * weight.to(err.dtype)
+        soft = err.sum() / int(fg.sum())
     else:
         soft = cos.sum() * 0.0
     return hard, soft
@@ -90,6 +106,9 @@ class ScaleDetOutputLayers(FastRCNNOutputLayers):
         similarity_rescale: str = "minmax",
         bias_prior_prob: float | None = 0.01,
         num_classes: int | None = None,
+        use_fed_loss: bool = False,
+        fed_loss_cls_weights: torch.Tensor | None = None,
+        fed_loss_num_classes: int = 50,
         **kwargs,
     ):
         """
@@ -102,6 +121,17 @@ class ScaleDetOutputLayers(FastRCNNOutputLayers):
             bias_prior_prob: initialise a learned logit bias b to the log-odds of this prior
                 (None: no bias). ScaleDet does not say; Detic's zero-shot classifier does this.
             num_classes: optional; must equal C when given.
+            use_fed_loss: train each batch against the federated classes only (Detic's
+                federated loss, through detectron2's ``get_fed_loss_classes``): the batch's gt
+                classes plus negatives drawn without replacement with probability
+                proportional to ``fed_loss_cls_weights``, up to ``fed_loss_num_classes``. Both
+                L_hard and L_soft are then summed over those classes. Off by default, as in
+                Detic.
+            fed_loss_cls_weights: (C,) sampling weights over the training vocabulary (e.g.
+                :func:`~d2ext.projects.scaledet.label_space.fed_loss_class_weights`: LVIS
+                image counts ** 0.5, 0 for labels never drawn as negatives). Needed with
+                ``use_fed_loss``; a buffer that checkpoints do not carry.
+            fed_loss_num_classes: classes per batch (Detic: 50).
             kwargs: FastRCNNOutputLayers' arguments (box2box_transform, test_score_thresh...).
         """
         if text_embeddings.ndim != 2:
@@ -113,8 +143,32 @@ class ScaleDetOutputLayers(FastRCNNOutputLayers):
             )
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        kwargs.update(cls_agnostic_bbox_reg=True, use_sigmoid_ce=True, use_fed_loss=False)
+        if use_fed_loss:
+            if fed_loss_cls_weights is None:
+                raise ValueError("use_fed_loss needs fed_loss_cls_weights (C,)")
+            fed_loss_cls_weights = torch.as_tensor(fed_loss_cls_weights, dtype=torch.float32)
+            if fed_loss_cls_weights.shape != (num_labels,):
+                raise ValueError(
+                    f"fed_loss_cls_weights has shape {tuple(fed_loss_cls_weights.shape)}, "
+                    f"expected ({num_labels},) for the vocabulary"
+                )
+            if not (
+                torch.isfinite(fed_loss_cls_weights).all() and fed_loss_cls_weights.ge(0).all()
+            ):
+                raise ValueError("fed_loss_cls_weights must be finite and >= 0")
+            if fed_loss_num_classes < 1:
+                raise ValueError(f"fed_loss_num_classes must be >= 1, got {fed_loss_num_classes}")
+        kwargs.update(
+            cls_agnostic_bbox_reg=True,
+            use_sigmoid_ce=True,
+            use_fed_loss=use_fed_loss,
+            get_fed_loss_cls_weights=lambda: fed_loss_cls_weights,
+            fed_loss_num_classes=fed_loss_num_classes,
+        )
         super().__init__(input_shape, num_classes=num_labels, **kwargs)
+        if use_fed_loss:  # derived from dataset metadata: not saved in checkpoints
+            del self._buffers["fed_loss_cls_weights"]
+            self.register_buffer("fed_loss_cls_weights", fed_loss_cls_weights, persistent=False)
         dim = text_embeddings.shape[1]
         self.cls_score = nn.Linear(self.cls_score.in_features, dim)
         nn.init.normal_(self.cls_score.weight, std=0.01)
@@ -177,7 +231,9 @@ class ScaleDetOutputLayers(FastRCNNOutputLayers):
         else:
             gt_classes = proposal_deltas.new_empty(0, dtype=torch.long)
             proposal_boxes = gt_boxes = proposal_deltas.new_empty((0, 4))
-        hard, soft = scaledet_losses(cos, logits, gt_classes, self.similarity)
+        hard, soft = scaledet_losses(
+            cos, logits, gt_classes, self.similarity, self.fed_loss_class_mask(gt_classes)
+        )
         losses = {
             "loss_cls": hard,
             "loss_cls_soft": self.soft_loss_weight * soft,
@@ -186,6 +242,32 @@ class ScaleDetOutputLayers(FastRCNNOutputLayers):
             ),
         }
         return {k: v * self.loss_weight.get(k, 1.0) for k, v in losses.items()}
+
+    def fed_loss_class_mask(self, gt_classes: torch.Tensor) -> torch.Tensor | None:
+        """The (C,) bool mask of the classes this batch is trained against (None: all, when
+        the federated loss is off or there are no regions). Draws from the global torch RNG.
+
+        Args:
+            gt_classes: (R,) the batch's region labels in [0, C].
+        """
+        if not self.use_fed_loss or gt_classes.numel() == 0:
+            return None
+        num_classes = self.num_classes
+        weights = self.fed_loss_cls_weights
+        if weights.numel() != num_classes:
+            raise ValueError(
+                f"federated-loss weights cover {weights.numel()} labels but the vocabulary has "
+                f"{num_classes}: train under the vocabulary the weights were made for"
+            )
+        appeared = torch.unique(gt_classes)
+        appeared = appeared[appeared < num_classes]
+        available = int((weights > 0).sum()) - int((weights[appeared] > 0).sum())
+        # never ask torch.multinomial for more classes than have a nonzero weight
+        count = min(self.fed_loss_num_classes, len(appeared) + available)
+        classes = self.get_fed_loss_classes(gt_classes, count, num_classes, weights)
+        mask = torch.zeros(num_classes + 1, dtype=torch.bool, device=gt_classes.device)
+        mask[classes] = True
+        return mask[:num_classes]
 
 
 class _VocabularyMixin:
