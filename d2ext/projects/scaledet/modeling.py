@@ -259,11 +259,11 @@ class ScaleDetOutputLayers(FastRCNNOutputLayers):
                 f"federated-loss weights cover {weights.numel()} labels but the vocabulary has "
                 f"{num_classes}: train under the vocabulary the weights were made for"
             )
-        appeared = torch.unique(gt_classes)
-        appeared = appeared[appeared < num_classes]
+        unique = torch.unique(gt_classes)  # background included, as detectron2 counts it
+        appeared = unique[unique < num_classes]
         available = int((weights > 0).sum()) - int((weights[appeared] > 0).sum())
         # never ask torch.multinomial for more classes than have a nonzero weight
-        count = min(self.fed_loss_num_classes, len(appeared) + available)
+        count = min(self.fed_loss_num_classes, len(unique) + available)
         classes = self.get_fed_loss_classes(gt_classes, count, num_classes, weights)
         mask = torch.zeros(num_classes + 1, dtype=torch.bool, device=gt_classes.device)
         mask[classes] = True
