@@ -195,3 +195,44 @@ def test_merging_ignores_case_and_white_space_and_reports_it(caplog):
     with caplog.at_level(logging.INFO, logger="d2ext.projects.scaledet.text_embeddings"):
         assert label_space_names(per, True) == list(merged.names)
     assert "'person' <- a: 'person', b: 'Person'" in caplog.text
+
+
+def test_config_switches_the_federated_loss_on_built_heads(tmp_path):
+    """The demo config's heads train every label; ``scaledet.fed_loss.enabled=True`` gives
+    heads with the federated mask and the LVIS-style weights over the unified space."""
+    import numpy as np
+    from detectron2.config import instantiate
+    from detectron2.data import MetadataCatalog
+
+    from d2ext.model_zoo import get_config
+    from d2ext.projects.scaledet import save_text_embeddings
+
+    MetadataCatalog.get("_fedcfg_lvis").set(
+        thing_classes=["dog", "cat"],
+        class_image_count=[{"id": 1, "image_count": 4}, {"id": 2, "image_count": 25}],
+    )
+    MetadataCatalog.get("_fedcfg_coco").set(thing_classes=["Cat", "car"])
+    cfg = get_config("ScaleDet/scaledet_R18_FPN_demo.py")
+    assert cfg.scaledet.fed_loss.enabled is False and cfg.scaledet.fed_loss.num_classes == 50
+    cfg.scaledet.datasets = ["_fedcfg_lvis", "_fedcfg_coco"]
+    cfg.scaledet.text.backend = "precomputed"  # random embeddings supplied as a file
+    cfg.scaledet.text.path = str(tmp_path / "train.npy")
+    names = label_space_names(cfg.scaledet.datasets, True)
+    assert names == ["dog", "cat", "car"]
+    save_text_embeddings(cfg.scaledet.text.path, np.random.RandomState(0).randn(3, 16), names)
+    off = instantiate(cfg.model).roi_heads.box_predictor
+    assert off.use_fed_loss is False and off.fed_loss_class_mask(torch.tensor([0, 3])) is None
+    cfg.scaledet.fed_loss.enabled = True
+    cfg.scaledet.fed_loss.num_classes = 2
+    on = instantiate(cfg.model).roi_heads.box_predictor
+    assert on.use_fed_loss and on.fed_loss_num_classes == 2
+    torch.testing.assert_close(on.fed_loss_cls_weights, torch.tensor([2.0, 5.0, 0.0]))
+    torch.manual_seed(0)
+    assert on.fed_loss_class_mask(torch.tensor([2, 3])).tolist() == [False, False, True]
+    mask = on.fed_loss_class_mask(torch.tensor([0, 0]))
+    assert mask.tolist() == [True, True, False]  # "car" (weight 0) is never a negative
+    cfg.scaledet.datasets = ["_fedcfg_coco"]  # no class_image_count anywhere: a clear error
+    cfg.scaledet.text.path = str(tmp_path / "coco.npy")
+    save_text_embeddings(cfg.scaledet.text.path, np.ones((2, 16)), ["Cat", "car"])
+    with pytest.raises(ValueError, match="class_image_count"):
+        instantiate(cfg.model)

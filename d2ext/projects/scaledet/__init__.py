@@ -3,6 +3,7 @@ of text embeddings, trained with hard- and soft-label losses; any vocabulary at 
 
 from .evaluation import MultiDatasetEvaluator, MultiDatasetTestLoader
 from .label_space import (
+    FedLossClassWeights,
     UnifiedLabelSpace,
     build_unified_label_space,
     fed_loss_class_weights,
@@ -35,6 +36,7 @@ from .text_embeddings import (
 
 __all__ = [
     "DEFAULT_PROMPTS",
+    "FedLossClassWeights",
     "MultiDatasetEvaluator",
     "MultiDatasetTestLoader",
     "ScaleDetCascadeROIHeads",

@@ -15,6 +15,7 @@ from detectron2.config import LazyCall as L
 from detectron2.data import build_detection_test_loader, get_detection_dataset_dicts
 
 from ...data.multi_dataset import build_multi_dataset_train_loader
+from .label_space import FedLossClassWeights
 from .modeling import (
     ScaleDetCascadeROIHeads,
     ScaleDetOutputLayers,
@@ -66,6 +67,13 @@ def _predictor(predictor):
         temperature="${scaledet.temperature}",
         soft_loss_weight="${scaledet.soft_loss_weight}",
         similarity_rescale="${scaledet.similarity_rescale}",
+        use_fed_loss="${scaledet.fed_loss.enabled}",
+        fed_loss_num_classes="${scaledet.fed_loss.num_classes}",
+        fed_loss_cls_weights=L(FedLossClassWeights)(
+            datasets="${scaledet.datasets}",
+            merge_identical="${scaledet.merge_identical}",
+            freq_weight_power="${scaledet.fed_loss.freq_weight_power}",
+        ),
     )
 
 

@@ -14,7 +14,13 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["UnifiedLabelSpace", "build_unified_label_space", "fed_loss_class_weights", "label_key"]
+__all__ = [
+    "FedLossClassWeights",
+    "UnifiedLabelSpace",
+    "build_unified_label_space",
+    "fed_loss_class_weights",
+    "label_key",
+]
 
 
 def label_key(name: str) -> str:
@@ -211,3 +217,17 @@ def fed_loss_class_weights(datasets, merge_identical: bool = False, freq_weight_
             "the federated loss has no class frequencies to sample negatives from"
         )
     return weights
+
+
+class FedLossClassWeights:
+    """:func:`fed_loss_class_weights` as a config value computed only when called, so a config
+    can name it while the federated loss is off (its datasets need no ``class_image_count``
+    then). ``ScaleDetOutputLayers`` calls it when ``use_fed_loss`` is on."""
+
+    def __init__(self, datasets, merge_identical: bool = False, freq_weight_power: float = 0.5):
+        self.datasets = datasets
+        self.merge_identical = merge_identical
+        self.freq_weight_power = freq_weight_power
+
+    def __call__(self):
+        return fed_loss_class_weights(self.datasets, self.merge_identical, self.freq_weight_power)

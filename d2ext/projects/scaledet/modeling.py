@@ -24,7 +24,7 @@ trained model loads under any vocabulary (open-vocabulary inference).
 
 import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -107,7 +107,7 @@ class ScaleDetOutputLayers(FastRCNNOutputLayers):
         bias_prior_prob: float | None = 0.01,
         num_classes: int | None = None,
         use_fed_loss: bool = False,
-        fed_loss_cls_weights: torch.Tensor | None = None,
+        fed_loss_cls_weights: torch.Tensor | Callable[[], torch.Tensor] | None = None,
         fed_loss_num_classes: int = 50,
         **kwargs,
     ):
@@ -127,8 +127,9 @@ class ScaleDetOutputLayers(FastRCNNOutputLayers):
                 proportional to ``fed_loss_cls_weights``, up to ``fed_loss_num_classes``. Both
                 L_hard and L_soft are then summed over those classes. Off by default, as in
                 Detic.
-            fed_loss_cls_weights: (C,) sampling weights over the training vocabulary (e.g.
-                :func:`~d2ext.projects.scaledet.label_space.fed_loss_class_weights`: LVIS
+            fed_loss_cls_weights: (C,) sampling weights over the training vocabulary, or a
+                callable returning them, called only with ``use_fed_loss`` (e.g.
+                :class:`~d2ext.projects.scaledet.label_space.FedLossClassWeights`: LVIS
                 image counts ** 0.5, 0 for labels never drawn as negatives). Needed with
                 ``use_fed_loss``; a buffer that checkpoints do not carry.
             fed_loss_num_classes: classes per batch (Detic: 50).
@@ -146,6 +147,8 @@ class ScaleDetOutputLayers(FastRCNNOutputLayers):
         if use_fed_loss:
             if fed_loss_cls_weights is None:
                 raise ValueError("use_fed_loss needs fed_loss_cls_weights (C,)")
+            if callable(fed_loss_cls_weights):
+                fed_loss_cls_weights = fed_loss_cls_weights()
             fed_loss_cls_weights = torch.as_tensor(fed_loss_cls_weights, dtype=torch.float32)
             if fed_loss_cls_weights.shape != (num_labels,):
                 raise ValueError(
