@@ -15,7 +15,8 @@ from detectron2.data import transforms as T
 from detectron2.layers import ShapeSpec
 from detectron2.structures import BoxMode
 
-from d2ext.data.transforms import DETR_SCALES, resize_or_crop_resize
+from d2ext.data.transforms import DETR_SCALES, RandomChoice, resize_or_crop_resize
+from d2ext.model_zoo import get_config
 from d2ext.projects.imted import MAEDecoderHead, mae_to_imted, sincos_pos_embed_2d
 from d2ext.projects.imted.builders import imted_model, imted_optimizer
 
@@ -25,7 +26,7 @@ from .test_imted import _official_checkpoint
 CONFIGS = os.path.join(REPO, "projects/imTED/configs")
 
 
-def _shrink(model_cfg, depth=None, width=32, dec=16):
+def _shrink(model_cfg, depth=None, width=32, dec=16, dec_depth=2):
     """Narrow the encoder / decoder of an imTED LazyCall (depth kept unless given)."""
     net = model_cfg.backbone.net
     net.update(embed_dim=width, num_heads=2, img_size=224, pretrain_img_size=224)
@@ -37,7 +38,7 @@ def _shrink(model_cfg, depth=None, width=32, dec=16):
     model_cfg.roi_heads.box_head.update(
         input_shape=ShapeSpec(channels=width, height=7, width=7),
         decoder_dim=dec,
-        depth=2,
+        depth=dec_depth,
         num_heads=2,
     )
     model_cfg.roi_heads.box_predictor.input_shape = ShapeSpec(channels=dec)
@@ -232,6 +233,105 @@ def test_vit_l_pyramid_from_block_11_and_rpn_mask_heads():
     vitdet = _build(_shrink(imted_model("B", mask=True, rpn_convs=2, mask_norm="LN")))
     assert len(vitdet.proposal_generator.rpn_head.conv) == 2
     assert vitdet.roi_heads.mask_head.mask_fcn1.norm is not None
+
+
+# ---------------------------------------------------------------- configs: few-shot, COCO
+
+
+def _config(name):
+    cfg = get_config(f"imTED/{name}.py")
+    _shrink(cfg.model, dec_depth=8)
+    model = _build(cfg.model).train()
+    cfg.optimizer.params.model = model
+    opt = instantiate(cfg.optimizer)
+    names = {id(p): n for n, p in model.named_parameters()}
+    group_of = {names[id(p)]: g for g in opt.param_groups for p in g["params"]}
+    return cfg, model, opt, group_of
+
+
+def test_fewshot_base_stage_trains_everything():
+    cfg, model, opt, group_of = _config("imted_faster_rcnn_vit_b_fewshot_base")
+    params = dict(model.named_parameters())
+    assert all(p.requires_grad for p in params.values())  # the encoder trains
+    assert set(group_of) == set(params)
+    assert opt.defaults["lr"] == 1e-4
+    lr = {n: g["lr"] for n, g in group_of.items()}
+    assert lr["backbone.net.blocks.0.attn.qkv.weight"] == pytest.approx(1e-4 * 0.75**12)
+    assert lr["backbone.net.patch_embed.proj.weight"] == pytest.approx(1e-4 * 0.75**13)
+    assert lr["backbone.net.blocks.11.mlp.fc1.weight"] == pytest.approx(1e-4 * 0.75)
+    assert lr["roi_heads.box_head.decoder_blocks.0.attn.qkv.weight"] == pytest.approx(1e-4)
+    assert model.roi_heads.num_classes == 60
+    assert model.backbone.net.blocks[11].drop_path.drop_prob == pytest.approx(0.2)
+    assert cfg.train.max_iter == 24 * 117266 // 16
+    assert list(cfg.lr_multiplier.steps) == pytest.approx([18 / 24, 22 / 24])
+    assert cfg.lr_multiplier.warmup_iter == 500
+
+
+def test_fewshot_finetuning_freezes_the_authors_backbone():
+    cfg, model, opt, group_of = _config("imted_faster_rcnn_vit_b_fewshot_10shot")
+    bb = model.backbone
+    resampling = {  # the authors' backbone.fpn1 / fpn2 (fpn3 identity, fpn4 max-pool)
+        n
+        for n, _ in bb.named_parameters()
+        if n.startswith(("simfp_2.0", "simfp_2.1", "simfp_2.3", "simfp_3.0"))
+    }
+    assert len(resampling) == 8
+    for n, p in bb.named_parameters():
+        frozen = n.startswith("net.") or n in resampling
+        assert p.requires_grad != frozen, n
+        assert ("backbone." + n in group_of) != frozen, n
+    for prefix in ("proposal_generator.", "roi_heads."):
+        assert all(p.requires_grad for n, p in model.named_parameters() if n.startswith(prefix))
+    lr = {n: g["lr"] for n, g in group_of.items()}
+    assert opt.defaults["lr"] == 1e-4
+    assert lr["roi_heads.box_head.decoder_embed.weight"] == pytest.approx(1e-4 * 0.8**9)
+    assert lr["roi_heads.box_head.norm.weight"] == pytest.approx(1e-4 * 0.8**9)
+    assert lr["roi_heads.box_head.decoder_blocks.0.mlp.fc1.weight"] == pytest.approx(1e-4 * 0.8**8)
+    assert lr["roi_heads.box_head.decoder_blocks.7.mlp.fc1.weight"] == pytest.approx(1e-4 * 0.8)
+    for n in (
+        "roi_heads.box_head.decoder_box_norm.weight",
+        "roi_heads.box_predictor.cls_score.weight",
+        "backbone.simfp_2.4.weight",
+        "proposal_generator.rpn_head.conv.weight",
+    ):
+        assert lr[n] == pytest.approx(1e-4), n
+    assert group_of["roi_heads.box_predictor.cls_score.bias"]["weight_decay"] == 0.0
+    # frozen parts get no gradient; the encoder stays in train mode (drop path 0.2 active)
+    out = bb(torch.randn(1, 3, 64, 64))
+    sum(v.sum() for v in out.values()).backward()
+    assert all(p.grad is None for n, p in bb.named_parameters() if not p.requires_grad)
+    assert bb.simfp_2[4].weight.grad is not None
+    assert bb.net.training and bb.net.blocks[11].drop_path.drop_prob == pytest.approx(0.2)
+    assert cfg.train.max_iter == 108 * 800 // 16
+    assert list(cfg.lr_multiplier.steps) == pytest.approx([81 / 108, 99 / 108])
+
+
+@pytest.mark.parametrize(
+    "name,rate",
+    [
+        ("imted_faster_rcnn_vit_s_3x_coco", 0.1),
+        ("imted_faster_rcnn_vit_b_3x_coco", 0.2),
+        ("imted_faster_rcnn_vit_l_3x_coco", 0.3),
+        ("imted_mask_rcnn_vit_b_3x_coco", 0.2),
+        ("imted_mask_rcnn_vit_l_3x_coco", 0.3),
+    ],
+)
+def test_coco_configs_drop_path_and_augmentation(name, rate):
+    cfg = get_config(f"imTED/{name}.py")
+    net = instantiate(_shrink(cfg.model).backbone.net)
+    depth = len(net.blocks)
+    got = [float(getattr(b.drop_path, "drop_prob", 0.0)) for b in net.blocks]
+    assert got == pytest.approx(torch.linspace(0, rate, depth).tolist())
+    assert net.pyramid_block == (11 if depth == 24 else None)
+    mapper = instantiate(cfg.dataloader.train.mapper)
+    flip, choice = mapper.augmentations.augs
+    assert isinstance(flip, T.RandomFlip) and isinstance(choice, RandomChoice)
+    resize, (pre, crop, post) = choice.augmentations[0], choice.augmentations[1].augs
+    assert tuple(resize.short_edge_length) == DETR_SCALES == tuple(range(480, 801, 32))
+    assert resize.max_size == 1333 and post.short_edge_length == resize.short_edge_length
+    assert tuple(pre.short_edge_length) == (400, 500, 600) and pre.max_size == 1333
+    assert crop.crop_type == "absolute_range" and tuple(crop.crop_size) == (384, 600)
+    assert cfg.lr_multiplier.warmup_iter == 500
 
 
 # ---------------------------------------------------------------- crop policy

@@ -1,5 +1,5 @@
-"""imTED Mask R-CNN with ViT-S: the Faster R-CNN recipe plus detectron2's FCN mask head on the
-pyramid (P2-P5), COCO 3x."""
+"""imTED Mask R-CNN with ViT-S: the Faster R-CNN config plus detectron2's FCN mask head on the
+pyramid (P2-P5, convs without norm, as the authors), COCO 3x."""
 
 from d2ext.projects.imted.builders import imted_model
 
