@@ -33,8 +33,6 @@ from d2ext.checkpoint import D2extCheckpointer
 from d2ext.data import register_all_datasets
 from d2ext.utils.io import atomic_write_bytes, remove_stale_temporaries
 
-from .hooks import GradientClipHook
-
 logger = logging.getLogger("d2ext")
 
 __all__ = [
@@ -245,13 +243,16 @@ def build_trainer(cfg, model=None):
     trainer_cls = AMPTrainer if cfg.train.amp.enabled else SimpleTrainer
     trainer = trainer_cls(model, train_loader, optim)
     checkpointer = build_checkpointer(cfg, model, cfg.train.output_dir, trainer=trainer)
+    if cfg.train.get("clip_grad_norm"):
+        raise ValueError(
+            "train.clip_grad_norm is not read any more: clip in the optimizer, "
+            "cfg.optimizer = L(d2ext.solver.with_gradient_clipping)(optimizer=..., clip_value=...)"
+        )
     extra = [instantiate(h) for h in cfg.train.get("extra_hooks", [])]
-    clip = cfg.train.get("clip_grad_norm", 0)
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
-            GradientClipHook(clip) if clip else None,
             *extra,
             PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
             if comm.is_main_process()
@@ -323,26 +324,29 @@ def _all_keys(node, prefix: str = "") -> list[str]:
     return keys
 
 
-def _target_kwargs(target) -> set[str] | None:
-    """Keyword names a LazyCall target accepts (None: any, through ``**kwargs`` that end in no
-    known signature). For a class, ``**kwargs`` passed up the MRO add the base's names."""
+def _target_params(target) -> dict[str, inspect.Parameter] | None:
+    """The keyword parameters a LazyCall target accepts, by name (None: any, through
+    ``**kwargs`` that end in no known signature). For a class, ``**kwargs`` passed up the MRO
+    add the base's parameters."""
     if isinstance(target, str):
         target = locate(target)
     if target is None:
         return None
     chain = list(inspect.getmro(target)) if inspect.isclass(target) else [target]
-    names: set[str] = set()
+    params: dict[str, inspect.Parameter] = {}
     for obj in chain:
         fn = obj.__init__ if inspect.isclass(obj) else obj
         if fn is object.__init__:
-            return names
+            return params
         try:
-            params = inspect.signature(fn).parameters.values()
+            own = inspect.signature(fn).parameters.values()
         except (TypeError, ValueError):
             return None
-        names |= {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-        if not any(p.kind == p.VAR_KEYWORD for p in params):
-            return names
+        for p in own:
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                params.setdefault(p.name, p)
+        if not any(p.kind == p.VAR_KEYWORD for p in own):
+            return params
         if not inspect.isclass(obj):
             return None
     return None
@@ -370,7 +374,7 @@ def _existing_value(cfg, key: str):
                 node = node[int(part)]
                 continue
         if isinstance(node, DictConfig) and i == len(parts) - 1 and "_target_" in node:
-            accepted = _target_kwargs(node._target_)
+            accepted = _target_params(node._target_)
             if accepted is None or part in accepted:
                 return _UNCHECKED
         if not isinstance(node, (DictConfig, ListConfig)):
@@ -414,10 +418,24 @@ def _check_type(key: str, old, new) -> None:
         )
 
 
+def _takes_float(cfg, key: str) -> bool:
+    """Whether the LazyCall holding ``key`` has a target whose argument of that name is
+    annotated ``float`` or defaults to a float."""
+    parent_key, _, name = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+    if not isinstance(parent, DictConfig) or "_target_" not in parent:
+        return False
+    param = (_target_params(parent._target_) or {}).get(name)
+    if param is None:
+        return False
+    return param.annotation in (float, "float") or isinstance(param.default, float)
+
+
 def apply_checked_overrides(cfg, opts: list[str]):
     """:meth:`LazyConfig.apply_overrides` with checks: every key must exist in ``cfg`` (or be
     an argument the LazyCall's target accepts), the value must have the existing value's type
-    (bool, int, float: int accepted, str, list, dict), and ``None`` or ``null`` set None.
+    (bool, int, float: int accepted, str, list, dict; a float also where the config holds an
+    int for an argument its target declares float), and ``None`` or ``null`` set None.
 
     Raises:
         ConfigKeyError (a KeyError): an unknown key, naming the closest existing one.
@@ -427,6 +445,8 @@ def apply_checked_overrides(cfg, opts: list[str]):
         if value == "None":
             value = None
         old = _existing_value(cfg, key)
+        if type(old) is int and isinstance(value, float) and _takes_float(cfg, key):
+            old = float(old)  # e.g. mlp_ratio=4 in a config, a float argument of its target
         _check_type(key, old, value)
         OmegaConf.update(cfg, key, value, merge=True)
     return cfg

@@ -166,6 +166,14 @@ def test_override_values_are_type_checked():
     assert cfg.optimizer.lr == 1 and cfg.train.max_iter == 5 and cfg.train.amp.enabled is False
 
 
+def test_float_accepted_where_the_target_takes_a_float():
+    imted = os.path.join(REPO, "projects/imTED/configs/imted_faster_rcnn_vit_tiny_demo.py")
+    cfg = setup_config(imted, ["model.backbone.net.mlp_ratio=2.5"])  # the config holds int 4
+    assert cfg.model.backbone.net.mlp_ratio == 2.5
+    with pytest.raises(ValueError, match="expected an int"):
+        setup_config(imted, ["model.backbone.net.depth=2.5"])
+
+
 @pytest.mark.parametrize("spelling", ["None", "null"])
 def test_none_override_means_none(spelling):
     cfg = _setup(f"dataloader.evaluator={spelling}", f"train.checkpointer.max_to_keep={spelling}")
