@@ -5,6 +5,12 @@
         [--num-gpus N] [--num-machines M --machine-rank R --dist-url URL] [key=value ...]
 
 Without a GPU, ``--num-gpus N`` starts N CPU processes that train together over gloo.
+
+An ``output_dir`` holding checkpoints needs ``--resume`` or ``train.overwrite=True``. Checkpoints
+are loaded without running code from them (``train.unsafe_load=True`` for a trusted file that
+holds other objects); a load filling under ``train.min_init_fraction`` of the parameters stops
+unless ``train.allow_partial_init=True``. Overrides must name existing keys, with values of the
+existing type; ``None``/``null`` set None.
 """
 
 from detectron2.engine import launch
