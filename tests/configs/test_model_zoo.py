@@ -223,10 +223,11 @@ def test_aligndet_recipe_by_class():
     )
 
     assert ALIGNDET_RECIPES[RetinaNet] is aligndet_retinanet_recipe
-    cfg = aligndet_model(
+    cfg = get_config("AlignDet/aligndet_retinanet_R18_FPN_demo.py")  # a root for ${train.*}
+    cfg.model = aligndet_model(
         get_config("common/models/retinanet_R18_FPN_demo.py").model, num_samples=64
     )
-    model = instantiate(cfg)
+    model = instantiate(cfg.model)
     assert isinstance(model, AlignDet) and type(model.online) is AlignDetRetinaNet
     assert model.online.num_classes == 1 and model.online.num_samples == 64
 
