@@ -1,6 +1,8 @@
 """Config builders for imTED: the detector around a ViT size and AdamW with imTED's layer-wise
 lr decay and weight-decay rule. Both return LazyConfig nodes built on detectron2's model-zoo
-blocks; every default is the value of the authors' configs (LiewFeng/imTED)."""
+blocks; their arguments default to the values of the authors' configs (LiewFeng/imTED). Where
+the built model still differs from the authors' (e.g. the pyramid's up-sampling layers) is
+listed in projects/imTED/README.md."""
 
 import torch
 from detectron2.config import LazyCall as L
@@ -43,7 +45,7 @@ def imted_model(
 ):
     """Faster (``mask=False``) or Mask R-CNN with imTED's encoder, pyramid, modulator and MAE
     decoder box head (GIoU loss x10, class-specific boxes), from detectron2's ViTDet Mask R-CNN
-    block. Defaults are the authors'.
+    block. The arguments default to the authors' values.
 
     Args:
         size: ``"S"``, ``"B"`` or ``"L"`` (:data:`VIT_SIZES`).
