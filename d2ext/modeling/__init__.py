@@ -2,7 +2,6 @@
 
 from .momentum import (
     MomentumSchedule,
-    MomentumUpdateHook,
     cosine_momentum,
     make_target,
     momentum_update,
@@ -11,7 +10,6 @@ from .poolers import ScaleAwareROIPooler
 
 __all__ = [
     "MomentumSchedule",
-    "MomentumUpdateHook",
     "ScaleAwareROIPooler",
     "cosine_momentum",
     "make_target",

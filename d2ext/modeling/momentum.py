@@ -21,13 +21,11 @@ import math
 from collections.abc import Sequence
 
 import torch
-from detectron2.engine import HookBase
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
 __all__ = [
     "MomentumSchedule",
-    "MomentumUpdateHook",
     "cosine_momentum",
     "make_target",
     "momentum_update",
@@ -137,24 +135,3 @@ class MomentumSchedule(nn.Module):
             f"base_momentum={self.base_momentum}, total_steps={self.total_steps}, "
             f"copy_keys={self.copy_keys}"
         )
-
-
-class MomentumUpdateHook(HookBase):
-    """Updates a model's target network after every optimizer step with the cosine momentum.
-
-    The model (unwrapped from DistributedDataParallel) must have a method
-    ``momentum_update(momentum: float)``; the momentum at iteration k of a run of K iterations
-    is :func:`cosine_momentum` (base_momentum, k + 1, K), as the authors step it after each
-    update. The value goes to the event storage as ``momentum``.
-    """
-
-    def __init__(self, base_momentum: float):
-        cosine_momentum(base_momentum, 0, 1)  # validates
-        self.base_momentum = base_momentum
-
-    def after_step(self):
-        model = self.trainer.model
-        model = model.module if hasattr(model, "module") else model
-        m = cosine_momentum(self.base_momentum, self.trainer.iter + 1, self.trainer.max_iter)
-        model.momentum_update(m)
-        self.trainer.storage.put_scalar("momentum", m, smoothing_hint=False)

@@ -74,7 +74,15 @@ def aligndet_loader(
 
 
 def _aligndet(detector, **kwargs):
-    return L(AlignDet)(detector=detector, temperature=0.5, loss_weight=1.0, **kwargs)
+    # momentum detector: EMA 0.996 -> 1 (cosine) over the run, stepped by the model itself
+    return L(AlignDet)(
+        detector=detector,
+        temperature=0.5,
+        loss_weight=1.0,
+        base_momentum=0.996,
+        total_steps="${train.max_iter}",
+        **kwargs,
+    )
 
 
 def aligndet_rcnn_recipe(detector, *, roi_samples: int = 4096):

@@ -424,8 +424,7 @@ class AlignDet(nn.Module):
     def forward(self, batched_inputs: list[dict]):
         if not batched_inputs:
             raise ValueError("AlignDet got an empty batch")
-        # TEMP (until the configs set total_steps and drop MomentumUpdateHook)
-        if self.training and self.momentum_schedule.total_steps is not None:
+        if self.training:  # the EMA update that follows the previous optimizer step
             self.momentum_schedule.step(self.online, self.target)
         losses, queries, query_ids = self.online.align_forward(self._views(batched_inputs, 0))
         with torch.no_grad():

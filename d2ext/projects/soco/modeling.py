@@ -155,8 +155,7 @@ class SoCo(nn.Module):
     def forward(self, batched_inputs: list[dict]):
         if not batched_inputs:
             raise ValueError("SoCo got an empty batch")
-        # TEMP (until the configs set total_steps and drop MomentumUpdateHook)
-        if self.training and self.momentum_schedule.total_steps is not None:
+        if self.training:  # the EMA update that follows the previous optimizer step
             self.momentum_schedule.step(self.online, self.target)
         num_views = len(batched_inputs[0]["views"])
         online, target, valid = [], [], []

@@ -14,7 +14,6 @@ from detectron2.modeling.roi_heads import FastRCNNConvFCHead
 from omegaconf import OmegaConf
 
 from d2ext.model_zoo import get_config
-from d2ext.modeling.momentum import MomentumUpdateHook
 from d2ext.projects.soco import SoCo, SoCoDatasetMapper
 from d2ext.proposals import DatasetProposals
 
@@ -34,6 +33,8 @@ model = L(SoCo)(
     projector_hidden_dim=1024,
     out_dim=128,
     mlp_norm="BN",
+    base_momentum=0.99,  # target EMA 0.99 -> 1 (cosine) over the run's iterations
+    total_steps="${train.max_iter}",
 )
 
 dataloader = OmegaConf.create()
@@ -53,10 +54,8 @@ dataloader.train = L(build_detection_train_loader)(
     aspect_ratio_grouping=False,
     num_workers=1,
 )
-dataloader.evaluator = None
 
 train.max_iter = 250
-train.extra_hooks = [L(MomentumUpdateHook)(base_momentum=0.99)]
 train.checkpointer.period = 100
 train.eval_period = 0
 train.log_period = 20

@@ -15,7 +15,6 @@ from omegaconf import OmegaConf
 
 from d2ext.data.datasets import image_folder_dicts
 from d2ext.model_zoo import get_config
-from d2ext.modeling.momentum import MomentumUpdateHook
 from d2ext.projects.soco import SoCo, SoCoDatasetMapper
 from d2ext.proposals import DatasetProposals
 from d2ext.solver.scaling import epochs_to_iters, linear_scaled_lr
@@ -46,6 +45,8 @@ model = L(SoCo)(
     projector_hidden_dim=4096,
     out_dim=256,
     mlp_norm="SyncBN",
+    base_momentum=0.99,  # target EMA 0.99 -> 1 (cosine) over the run's iterations
+    total_steps="${train.max_iter}",
 )
 
 dataloader = OmegaConf.create()
@@ -65,12 +66,11 @@ dataloader.train = L(build_detection_train_loader)(
     aspect_ratio_grouping=False,
     num_workers=8,
 )
-dataloader.evaluator = None  # pretraining: nothing to evaluate
+# pretraining: no dataloader.evaluator, nothing to evaluate
 
 # train.max_iter is read as a number by the trainer: with another batch size, set it too
 # (EPOCHS x IMAGENET_TRAIN_IMAGES // batch); lr and warmup below follow the batch by themselves.
 train.max_iter = EPOCHS * IMAGENET_TRAIN_IMAGES // BATCH
-train.extra_hooks = [L(MomentumUpdateHook)(base_momentum=0.99)]
 train.checkpointer.period = 5000
 train.eval_period = 0
 train.output_dir = "output/soco_R50_FPN_4conv1fc_in1k_100ep"

@@ -3,11 +3,9 @@ the R50-FPN detectors: 12 epochs at batch 16 (90k iterations), SGD, wd 1e-4, ste
 momentum detector 0.996 -> 1 (cosine); two views at short side 640-800 (long side at most 1333),
 flip, one colour op. The configs add the model and its learning rate."""
 
-from detectron2.config import LazyCall as L
 from omegaconf import OmegaConf
 
 from d2ext.model_zoo import get_config
-from d2ext.modeling.momentum import MomentumUpdateHook
 from d2ext.projects.aligndet.builders import aligndet_loader
 
 dataloader = OmegaConf.create()
@@ -23,6 +21,5 @@ optimizer.weight_decay = 1e-4
 lr_multiplier = get_config("common/schedules.py").multistep
 train = get_config("common/train.py").train
 train.max_iter = 90000
-train.extra_hooks = [L(MomentumUpdateHook)(base_momentum=0.996)]
 train.checkpointer.period = 5000
 train.eval_period = 0
