@@ -7,7 +7,7 @@ from detectron2.model_zoo import get_config
 from detectron2.solver.build import get_default_optimizer_params
 
 from d2ext.solver import LARS as _LARS
-from d2ext.solver import PrefixLRFactor, lars_param_groups
+from d2ext.solver import PrefixLRFactor, lars_param_groups, with_gradient_clipping
 
 _optim = get_config("common/optim.py")
 SGD = _optim.SGD
@@ -21,8 +21,9 @@ LARS = L(_LARS)(
     trust_coefficient=0.001,
 )
 # Deformable DETR / Co-DETR authors' optimiser: AdamW 2e-4, wd 1e-4 on every parameter,
-# backbone lr x0.1.
-DETRAdamW = L(torch.optim.AdamW)(
+# backbone lr x0.1, gradients clipped to a full-model L2 norm of 0.1 in step().
+DETRAdamW = L(with_gradient_clipping)(
+    optimizer=torch.optim.AdamW,
     params=L(get_default_optimizer_params)(
         base_lr="${..lr}",
         weight_decay_norm=None,  # the authors decay every parameter
@@ -31,4 +32,6 @@ DETRAdamW = L(torch.optim.AdamW)(
     lr=2e-4,
     betas=(0.9, 0.999),
     weight_decay=1e-4,
+    clip_type="full_model",
+    clip_value=0.1,
 )

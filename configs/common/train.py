@@ -7,7 +7,6 @@ train = get_config("common/train.py").train
 train.update(
     device="cuda" if torch.cuda.is_available() else "cpu",
     seed=0,
-    clip_grad_norm=0.0,  # > 0: clip the global gradient norm (engine.GradientClipHook)
     extra_hooks=[],  # LazyCall'd HookBase objects a recipe adds (momentum update, ...)
     # Checkpoints are read without running code from them (tensors, numpy arrays, plain data);
     # True unpickles without restrictions: only for files you trust.

@@ -9,11 +9,9 @@ The frozen backbone comes from train.init_checkpoint (a ResNet-18 under online.b
 target.backbone.*; d2ext.projects.aligndet.backbone_init_for_aligndet(state, "backbone.")).
 """
 
-from detectron2.config import LazyCall as L
 from omegaconf import OmegaConf
 
 from d2ext.model_zoo import get_config
-from d2ext.modeling.momentum import MomentumUpdateHook
 from d2ext.projects.aligndet.builders import aligndet_loader, aligndet_model
 
 model = aligndet_model(get_config("common/models/deformable_detr_R18_demo.py").model)
@@ -35,8 +33,6 @@ lr_multiplier.warmup_iter = 0
 train = get_config("common/train.py").train
 
 train.max_iter = 200
-train.extra_hooks = [L(MomentumUpdateHook)(base_momentum=0.996)]
-train.clip_grad_norm = 0.1
 train.checkpointer.period = 100
 train.eval_period = 0
 train.log_period = 20

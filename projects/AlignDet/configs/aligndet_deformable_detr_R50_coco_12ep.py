@@ -11,11 +11,9 @@ weights, RGB) for both detectors, as a local file:
     (d2ext.projects.aligndet.backbone_init_for_aligndet(state, prefix="backbone."))
 """
 
-from detectron2.config import LazyCall as L
 from omegaconf import OmegaConf
 
 from d2ext.model_zoo import get_config
-from d2ext.modeling.momentum import MomentumUpdateHook
 from d2ext.projects.aligndet.builders import aligndet_loader, aligndet_model
 
 model = aligndet_model(get_config("common/models/deformable_detr.py").model)
@@ -37,8 +35,6 @@ lr_multiplier.warmup_iter = 0
 train = get_config("common/train.py").train
 
 train.max_iter = 88000  # 12 epochs of COCO train2017 at batch 16
-train.extra_hooks = [L(MomentumUpdateHook)(base_momentum=0.996)]
-train.clip_grad_norm = 0.1
 train.checkpointer.period = 5000
 train.eval_period = 0
 train.init_checkpoint = ""

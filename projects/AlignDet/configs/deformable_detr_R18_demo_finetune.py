@@ -19,7 +19,6 @@ train = get_config("common/train.py").train
 optimizer.lr = 2e-4 * 1.5
 optimizer.weight_decay = 1e-4 * 0.5
 train.max_iter = 500
-train.clip_grad_norm = 0.1
 train.checkpointer.period = 200
 train.eval_period = 0
 train.log_period = 20

@@ -21,7 +21,6 @@ optimizer.weight_decay = 1e-4 * 0.5
 train.max_iter = 88000  # 12 epochs of COCO train2017 at batch 16; lr x0.1 after epoch 11
 lr_multiplier.steps = (11 / 12,)
 lr_multiplier.warmup_iter = 0
-train.clip_grad_norm = 0.1
 train.checkpointer.period = 5000
 train.eval_period = 0
 train.init_checkpoint = ""  # the extracted AlignDet checkpoint

@@ -7,6 +7,7 @@ Baseline:       train.init_checkpoint=<the same backbone alone>     (FPN and hea
 """
 
 from d2ext.model_zoo import get_config
+from d2ext.solver import with_gradient_clipping
 
 dataloader = get_config("common/data/demo.py").dataloader
 model = get_config("common/models/fcos_R18_FPN_demo.py").model
@@ -16,8 +17,9 @@ train = get_config("common/train.py").train
 
 optimizer.lr = 0.01 * 1.5
 optimizer.weight_decay = 1e-4 * 0.5
+# full-model L2 norm of the gradients at most 5, clipped in optimizer.step()
+optimizer.update(_target_=with_gradient_clipping, optimizer=optimizer._target_, clip_value=5.0)
 train.max_iter = 300
-train.clip_grad_norm = 5.0
 train.checkpointer.period = 100
 train.eval_period = 0
 train.log_period = 20

@@ -13,7 +13,6 @@ lr_multiplier = get_config("common/schedules.py").multistep
 train = get_config("common/train.py").train
 
 train.max_iter = 500
-train.clip_grad_norm = 0.1
 train.checkpointer.period = 200
 train.eval_period = 0
 train.log_period = 20

@@ -14,7 +14,6 @@ train = get_config("common/train.py").train
 train.max_iter = 88000
 lr_multiplier.steps = (11 / 12,)
 lr_multiplier.warmup_iter = 0
-train.clip_grad_norm = 0.1
 train.checkpointer.period = 5000
 train.eval_period = 0
 train.init_checkpoint = "detectron2://ImageNetPretrained/torchvision/R-50.pkl"

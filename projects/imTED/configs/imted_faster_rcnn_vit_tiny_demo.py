@@ -12,6 +12,7 @@ from detectron2.layers import ShapeSpec
 
 from d2ext.model_zoo import get_config
 from d2ext.projects.imted.builders import imted_model, imted_optimizer
+from d2ext.solver import with_gradient_clipping
 
 dataloader = get_config("common/data/demo.py").dataloader
 lr_multiplier = get_config("common/schedules.py").multistep
@@ -32,6 +33,8 @@ model.proposal_generator.pre_nms_topk = (1000, 500)
 model.proposal_generator.post_nms_topk = (500, 300)
 optimizer = imted_optimizer(num_layers=6)
 optimizer.lr = 5e-4
+# full-model L2 norm of the gradients at most 5, clipped in optimizer.step()
+optimizer.update(_target_=with_gradient_clipping, optimizer=optimizer._target_, clip_value=5.0)
 
 dataloader.train.mapper.image_format = "RGB"
 dataloader.train.mapper.augmentations = [
@@ -42,7 +45,6 @@ dataloader.test.mapper.augmentations = [
     L(T.ResizeShortestEdge)(short_edge_length=256, max_size=384)
 ]
 train.max_iter = 800
-train.clip_grad_norm = 5.0
 train.checkpointer.period = 200
 train.eval_period = 0
 train.log_period = 20

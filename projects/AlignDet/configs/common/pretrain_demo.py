@@ -3,12 +3,11 @@
 8 images per batch, 200 steps of SGD (wd 1e-4, warmup 50, clip 5); momentum detector
 0.996 -> 1 (cosine). The configs add the model and its learning rate."""
 
-from detectron2.config import LazyCall as L
 from omegaconf import OmegaConf
 
 from d2ext.model_zoo import get_config
-from d2ext.modeling.momentum import MomentumUpdateHook
 from d2ext.projects.aligndet.builders import aligndet_loader
+from d2ext.solver import with_gradient_clipping
 
 dataloader = OmegaConf.create()
 dataloader.train = aligndet_loader(
@@ -21,12 +20,12 @@ dataloader.train = aligndet_loader(
 dataloader.train.num_workers = 1
 optimizer = get_config("common/optim.py").SGD
 optimizer.weight_decay = 1e-4
+# full-model L2 norm of the gradients at most 5, clipped in optimizer.step()
+optimizer.update(_target_=with_gradient_clipping, optimizer=optimizer._target_, clip_value=5.0)
 lr_multiplier = get_config("common/schedules.py").multistep
 lr_multiplier.warmup_iter = 50
 train = get_config("common/train.py").train
 train.max_iter = 200
-train.extra_hooks = [L(MomentumUpdateHook)(base_momentum=0.996)]
-train.clip_grad_norm = 5.0
 train.checkpointer.period = 100
 train.eval_period = 0
 train.log_period = 20
