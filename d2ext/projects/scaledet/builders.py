@@ -13,12 +13,14 @@ import copy
 
 from detectron2.config import LazyCall as L
 from detectron2.data import build_detection_test_loader, get_detection_dataset_dicts
+from detectron2.modeling import GeneralizedRCNN
 
 from ...data.multi_dataset import build_multi_dataset_train_loader
 from .label_space import FedLossClassWeights
 from .modeling import (
     ScaleDetCascadeROIHeads,
     ScaleDetOutputLayers,
+    ScaleDetRCNN,
     ScaleDetROIHeads,
     VocabularySwap,
 )
@@ -79,7 +81,8 @@ def _predictor(predictor):
 
 def make_scaledet(model):
     """Turns a Faster R-CNN / Cascade R-CNN block into ScaleDet in place: ScaleDet ROI heads and
-    output layers whose classifier is the unified label space's text embeddings.
+    output layers whose classifier is the unified label space's text embeddings; a
+    ``GeneralizedRCNN`` becomes ``ScaleDetRCNN`` (test inputs may carry their vocabulary).
 
     Args:
         model: the LazyCall of a ``GeneralizedRCNN`` with standard or cascade ROI heads.
@@ -87,6 +90,8 @@ def make_scaledet(model):
     Returns:
         ``model``.
     """
+    if model._target_ in (GeneralizedRCNN, "detectron2.modeling.GeneralizedRCNN"):
+        model._target_ = ScaleDetRCNN
     heads = model.roi_heads
     heads.num_classes = None
     if "box_predictors" in heads:

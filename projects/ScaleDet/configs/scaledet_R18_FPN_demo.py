@@ -9,6 +9,7 @@ from detectron2.config import LazyCall as L
 from detectron2.evaluation import COCOEvaluator
 
 from d2ext.model_zoo import get_config
+from d2ext.projects.scaledet import MultiDatasetEvaluator, MultiDatasetTestLoader
 from d2ext.projects.scaledet.builders import dataset_test, make_scaledet, multi_dataset_loader
 
 from .common.scaledet import scaledet
@@ -47,7 +48,10 @@ dataloader.tests = {
         L(COCOEvaluator)(dataset_name="d2ext_demo_synonyms_val", use_fast_impl=False),
     ),
 }
-del dataloader.evaluator  # dataloader.tests scores every dataset in its own label space
+# detectron2's own do_test (tools/lazyconfig_train_net.py) reads only dataloader.test and
+# dataloader.evaluator: they run the same entries, each in its own vocabulary
+dataloader.test = L(MultiDatasetTestLoader)(tests="${..tests}")
+dataloader.evaluator = L(MultiDatasetEvaluator)(tests="${..tests}")
 
 train.max_iter = 600
 train.checkpointer.period = 200

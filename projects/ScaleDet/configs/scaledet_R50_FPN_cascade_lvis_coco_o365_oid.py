@@ -19,6 +19,7 @@ from detectron2.evaluation import COCOEvaluator, LVISEvaluator
 from detectron2.model_zoo import get_config as d2_get_config
 
 from d2ext.model_zoo import get_config
+from d2ext.projects.scaledet import MultiDatasetEvaluator, MultiDatasetTestLoader
 from d2ext.projects.scaledet.builders import dataset_test, make_scaledet, multi_dataset_loader
 
 from .common.scaledet import scaledet
@@ -77,6 +78,10 @@ dataloader = {
         ),
     },
 }
+# detectron2's own do_test (tools/lazyconfig_train_net.py) reads only dataloader.test and
+# dataloader.evaluator: they run the same entries, each in its own vocabulary
+dataloader["test"] = L(MultiDatasetTestLoader)(tests="${..tests}")
+dataloader["evaluator"] = L(MultiDatasetEvaluator)(tests="${..tests}")
 for _predictor in model.roi_heads.box_predictors:
     _predictor.test_topk_per_image = 300  # LVIS-style evaluation keeps 300 detections
 
