@@ -24,31 +24,14 @@ inline void accumulate4(T* __restrict__ out, const T* __restrict__ r0, const T* 
   for (int64_t k = 0; k < d; ++k) out[k] += c0 * r0[k] + c1 * r1[k] + c2 * r2[k] + c3 * r3[k];
 }
 
-// g[i] = <go, ri> for the four rows, with kLanes independent partial sums per product so the
-// reduction vectorises without reassociation.
+// g[i] = <go, ri> for the four rows. `omp simd reduction` lets the compiler split each sum
+// into vector lanes (a reassociation it may not make on its own).
 template <typename T>
 inline void dot4(const T* __restrict__ go, const T* __restrict__ r0, const T* __restrict__ r1,
                  const T* __restrict__ r2, const T* __restrict__ r3, int64_t d, T g[4]) {
-  constexpr int kLanes = 8;
-  T s0[kLanes] = {}, s1[kLanes] = {}, s2[kLanes] = {}, s3[kLanes] = {};
-  int64_t k = 0;
-  for (; k + kLanes <= d; k += kLanes) {
-    for (int j = 0; j < kLanes; ++j) {
-      const T x = go[k + j];
-      s0[j] += x * r0[k + j];
-      s1[j] += x * r1[k + j];
-      s2[j] += x * r2[k + j];
-      s3[j] += x * r3[k + j];
-    }
-  }
   T t0 = 0, t1 = 0, t2 = 0, t3 = 0;
-  for (int j = 0; j < kLanes; ++j) {
-    t0 += s0[j];
-    t1 += s1[j];
-    t2 += s2[j];
-    t3 += s3[j];
-  }
-  for (; k < d; ++k) {
+#pragma omp simd reduction(+ : t0, t1, t2, t3)
+  for (int64_t k = 0; k < d; ++k) {
     t0 += go[k] * r0[k];
     t1 += go[k] * r1[k];
     t2 += go[k] * r2[k];
