@@ -5,7 +5,8 @@ against the step's, measured in the same run.
 
 (default config: projects/SoCo/configs/soco_R18_FPN_4conv1fc_demo.py)
 
-Step: ``model(batch)``, backward, optimizer step and momentum update, as the trainer runs it.
+Step: ``model(batch)`` (which first applies the momentum update), backward, optimizer step, as
+the trainer runs it.
 SoCo: online + predictor and target on the three views, the four BYOL pair losses.
 AlignDet: online detector on view 1 (its regression losses), momentum detector on view 2, the
 box InfoNCE.
@@ -93,7 +94,6 @@ def run(config: str, batch: int, steps: int, repeats: int, threads: int | None):
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
-        model.momentum_update(0.99)
 
     def parts_aligndet(data):
         """Online detector forward + backward on view 1, momentum detector forward on view 2."""
