@@ -17,7 +17,12 @@ from detectron2.structures import BoxMode
 
 from d2ext.data.transforms import DETR_SCALES, RandomChoice, resize_or_crop_resize
 from d2ext.model_zoo import get_config
-from d2ext.projects.imted import MAEDecoderHead, mae_to_imted, sincos_pos_embed_2d
+from d2ext.projects.imted import (
+    MAEDecoderHead,
+    fewshot_init_from_base,
+    mae_to_imted,
+    sincos_pos_embed_2d,
+)
 from d2ext.projects.imted.builders import imted_model, imted_optimizer
 
 from ..helpers import REPO
@@ -304,6 +309,35 @@ def test_fewshot_finetuning_freezes_the_authors_backbone():
     assert bb.net.training and bb.net.blocks[11].drop_path.drop_prob == pytest.approx(0.2)
     assert cfg.train.max_iter == 108 * 800 // 16
     assert list(cfg.lr_multiplier.steps) == pytest.approx([81 / 108, 99 / 108])
+
+
+def test_fewshot_init_keeps_base_and_background_rows(tmp_path):
+    from d2ext.checkpoint import D2extCheckpointer
+
+    base = _build(_shrink(imted_model("S", num_classes=3), depth=2))
+    torch.manual_seed(1)
+    fine = instantiate(_shrink(imted_model("S", num_classes=5), depth=2))
+    fresh = {k: v.clone() for k, v in fine.state_dict().items()}
+    base_classes, all_classes = ["cat", "dog", "car"], ["car", "bird", "cat", "bus", "dog"]
+    state = fewshot_init_from_base({"model": base.state_dict()}, fine, base_classes, all_classes)
+    torch.save({"model": state}, tmp_path / "init.pth")
+    D2extCheckpointer(fine).load(str(tmp_path / "init.pth"))
+    w, bw = (
+        fine.roi_heads.box_predictor.cls_score.weight,
+        base.roi_heads.box_predictor.cls_score.weight,
+    )
+    for i, c in enumerate(base_classes):
+        assert torch.equal(w[all_classes.index(c)], bw[i]), c
+    assert torch.equal(w[-1], bw[-1])  # background
+    key = "roi_heads.box_predictor.cls_score.weight"
+    for c in ("bird", "bus"):  # novel: the fine-tuning model's fresh rows
+        assert torch.equal(w[all_classes.index(c)], fresh[key][all_classes.index(c)])
+    reg = "roi_heads.box_predictor.bbox_pred.weight"
+    assert torch.equal(fine.state_dict()[reg], fresh[reg])  # fresh, as the authors'
+    blk = "roi_heads.box_head.decoder_blocks.1.mlp.fc2.weight"
+    assert torch.equal(fine.state_dict()[blk], base.state_dict()[blk])
+    with pytest.raises(ValueError, match="not among"):
+        fewshot_init_from_base(base.state_dict(), fine, ["zebra", "dog", "car"], all_classes)
 
 
 @pytest.mark.parametrize(

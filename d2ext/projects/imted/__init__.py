@@ -1,7 +1,7 @@
 """imTED (Liu et al., ICCV 2023): the MAE encoder and decoder migrated into a two-stage
 detector, with a multi-scale feature modulator."""
 
-from .checkpoint import MAE_TO_IMTED, MAEMappingReport, mae_to_imted
+from .checkpoint import MAE_TO_IMTED, MAEMappingReport, fewshot_init_from_base, mae_to_imted
 from .mae import MAE, MAEDatasetMapper
 from .modeling import (
     IMTEDBoxPooler,
@@ -29,6 +29,7 @@ __all__ = [
     "LayerDecay",
     "MAEDecoderHead",
     "MultiScaleFeatureModulator",
+    "fewshot_init_from_base",
     "imted_param_groups",
     "mae_to_imted",
     "no_weight_decay",

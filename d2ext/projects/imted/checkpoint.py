@@ -5,7 +5,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-__all__ = ["MAE_TO_IMTED", "MAEMappingReport", "mae_to_imted"]
+__all__ = ["MAE_TO_IMTED", "MAEMappingReport", "fewshot_init_from_base", "mae_to_imted"]
 
 # official MAE key prefix -> imTED (detectron2) key prefix; first match wins
 MAE_TO_IMTED = (
@@ -128,3 +128,51 @@ def mae_to_imted(
             if k.startswith(tuple(prefixes)) and k not in out and not k.startswith(fresh)
         ]
     return out, rep
+
+
+def fewshot_init_from_base(
+    base_state: dict,
+    model: torch.nn.Module,
+    base_classes,
+    all_classes,
+    predictor: str = "roi_heads.box_predictor.",
+) -> dict:
+    """The start of imTED's few-shot fine-tuning (the authors' ``mmdet/apis/train.py:92-107``):
+    the base model's weights, with a classifier for all classes that keeps the base classes'
+    rows and the background row from the base model and the freshly initialised rows of
+    ``model`` for the novel classes. The box regressor (class-specific, another shape) is left
+    out, so the fine-tuning model keeps its fresh one, as the authors' shape check does. Rows
+    are matched by class name, so the two class orders may differ.
+
+    Args:
+        base_state: the base model's state dict (or ``{"model": state_dict}``).
+        model: the fine-tuning detector, freshly built (its classifier supplies the novel rows).
+        base_classes: the base model's class names, in its order.
+        all_classes: the fine-tuning model's class names, in its order.
+        predictor: the box predictor's key prefix.
+
+    Returns:
+        a state dict to save as ``{"model": ...}`` and use as ``train.init_checkpoint``.
+    """
+    state = base_state.get("model", base_state)
+    missing = [c for c in base_classes if c not in all_classes]
+    if missing:
+        raise ValueError(f"base classes not among all classes: {missing[:5]}")
+    fresh = model.state_dict()
+    out = {}
+    for k, v in state.items():
+        if k.startswith(predictor + "bbox_pred."):
+            continue  # class-specific regressor: fresh, as the authors'
+        if k.startswith(predictor + "cls_score."):
+            if v.shape[0] != len(base_classes) + 1:
+                raise ValueError(
+                    f"{k} has {v.shape[0]} rows; expected {len(base_classes)} base classes + "
+                    "background"
+                )
+            new = fresh[k].clone()
+            rows = torch.tensor([list(all_classes).index(c) for c in base_classes])
+            new[rows] = v[: len(base_classes)].to(new.dtype)
+            new[-1] = v[-1].to(new.dtype)  # background, last in detectron2 as in mmdet
+            v = new
+        out[k] = v
+    return out

@@ -2,11 +2,13 @@
 seed 0; any ``coco_2017_train_{k}shot_seed{s}``) from the base model, as the authors'
 fine-tuning: the ViT and the pyramid's up/down-sampling layers (their ``backbone``) frozen,
 layer decay 0.8 over the decoder blocks, lr 1e-4, 108 epochs (lr x0.1 at epochs 81 and 99);
-evaluated on val2017 (nAP = the novel classes' AP).
+evaluated on val2017 (nAP = the novel classes' AP). Start from the base model through
+``d2ext.projects.imted.fewshot_init_from_base`` (projects/imTED/README.md, Commands), which
+keeps its base-class and background classifier rows as the authors do.
 
     python tools/train_net.py \
         --config-file projects/imTED/configs/imted_faster_rcnn_vit_b_fewshot_10shot.py \
-        train.init_checkpoint=output/imted_faster_rcnn_vit_b_fewshot_base/model_final.pth
+        train.init_checkpoint=imted_fewshot_init.pth
     # 30-shot: dataloader.train.dataset.names=coco_2017_train_30shot_seed0 train.max_iter=16200
 """
 
