@@ -173,8 +173,8 @@ def test_weight_decay_zero_for_every_bias_and_1d_parameter(mask):
     # the parameters today's code decayed: biases, detectron2's channel LN, the modulator
     for name in (
         "backbone.net.blocks.0.attn.qkv.bias",
-        "backbone.simfp_2.1.weight",  # detectron2.layers.LayerNorm in the pyramid
-        "backbone.simfp_2.4.norm.weight",
+        "backbone.simfp_2.1.weight",  # the up-sampling branch's BatchNorm
+        "backbone.simfp_2.4.norm.weight",  # detectron2.layers.LayerNorm in the pyramid
         "proposal_generator.rpn_head.conv.bias",
         "roi_heads.box_pooler.modulator.weight",
         "roi_heads.box_pooler.modulator.conv.bias",
@@ -238,6 +238,23 @@ def test_vit_l_pyramid_from_block_11_and_rpn_mask_heads():
     vitdet = _build(_shrink(imted_model("B", mask=True, rpn_convs=2, mask_norm="LN")))
     assert len(vitdet.proposal_generator.rpn_head.conv) == 2
     assert vitdet.roi_heads.mask_head.mask_fcn1.norm is not None
+
+
+def test_upsampling_branch_full_width_with_batchnorm():
+    from detectron2.layers import NaiveSyncBatchNorm
+
+    model = _build(_shrink(imted_model("B"), depth=2))
+    p2, p3 = model.backbone.simfp_2, model.backbone.simfp_3
+    shapes = [tuple(m.weight.shape) for m in (p2[0], p2[3], p3[0])]
+    assert shapes == [(32, 32, 2, 2)] * 3  # ConvT at the encoder width (the authors' fpn1/fpn2)
+    assert isinstance(p2[1], NaiveSyncBatchNorm) and isinstance(p2[2], torch.nn.GELU)
+    assert p2[4].weight.shape[1] == p3[1].weight.shape[1] == 32  # 1x1 convs read width C
+    out = model.backbone(torch.randn(2, 3, 64, 64))
+    assert out["p2"].shape == (2, 32, 16, 16) and out["p3"].shape == (2, 32, 8, 8)
+    d2 = _build(_shrink(imted_model("B", upsample="detectron2"), depth=2))
+    assert d2.backbone.simfp_2[0].weight.shape == (32, 16, 2, 2)
+    assert d2.backbone.simfp_2[3].weight.shape == (16, 8, 2, 2)
+    assert not isinstance(d2.backbone.simfp_2[1], torch.nn.BatchNorm2d)
 
 
 # ---------------------------------------------------------------- configs: few-shot, COCO

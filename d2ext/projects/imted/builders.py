@@ -38,6 +38,7 @@ def imted_model(
     drop_path: float | None = None,
     *,
     pyramid_block: int | None = 11,
+    upsample: str = "imted",
     rpn_convs: int = 1,
     mask_norm: str = "",
     head_pos_embed: str = "pretrained",
@@ -56,6 +57,8 @@ def imted_model(
         pyramid_block: the block (0-based) whose output feeds the feature pyramid; the
             authors take block 11 for every size (the last block of S and B, the 12th of L's
             24); None: the last block.
+        upsample: the pyramid's up-sampling layers, ``"imted"`` (full width, BatchNorm) or
+            ``"detectron2"`` (ViTDet's, C/2 and C/4 with LN); see :class:`IMTEDFeaturePyramid`.
         rpn_convs: 3x3 convs in the RPN head (authors: mmdet's ``RPNHead``, 1; detectron2's
             ViTDet: 2).
         mask_norm: norm of the mask head's convs (authors' ``FCNMaskHead``: none, ``""``;
@@ -75,6 +78,7 @@ def imted_model(
     model = get_config("common/models/mask_rcnn_vitdet.py").model
     model.backbone._target_ = IMTEDFeaturePyramid
     model.backbone.square_pad = 0
+    model.backbone.upsample = upsample
     net = model.backbone.net
     net._target_ = IMTEDViT
     # IMTEDViT fixes these (global attention, no relative position, MAE's LayerNorm eps 1e-6)

@@ -18,7 +18,7 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from detectron2.layers import Conv2d, ShapeSpec
+from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling.backbone.utils import get_abs_pos
 from detectron2.modeling.backbone.vit import Block, SimpleFeaturePyramid, ViT
 from detectron2.modeling.poolers import ROIPooler
@@ -148,6 +148,13 @@ class IMTEDFeaturePyramid(SimpleFeaturePyramid):
 
     Args:
         token_feature: the name of the last block's map in this module's outputs.
+        upsample: ``"imted"`` (the authors' ``fpn1`` / ``fpn2``): the 4x level up-samples with
+            ConvT(C -> C) -> ``upsample_norm`` -> GELU -> ConvT(C -> C) and the 2x level with
+            ConvT(C -> C), at the encoder width C; ``"detectron2"``: SimpleFeaturePyramid's
+            ConvT to C/2 and C/4 with ``norm`` between.
+        upsample_norm: the norm inside the 4x branch with ``upsample="imted"`` (the authors:
+            BatchNorm, SyncBN under DDP; default detectron2's ``"naiveSyncBN"``, which averages
+            the per-GPU statistics and is plain BatchNorm on one process).
         frozen: freeze what imTED's ``backbone`` holds: the whole ViT and, in each level, the
             up/down-sampling layers before the 1x1 and 3x3 convs (their ``fpn1``-``fpn4``).
             The 1x1 / 3x3 convs (imTED's neck) stay trainable. imTED's few-shot fine-tuning
@@ -156,14 +163,59 @@ class IMTEDFeaturePyramid(SimpleFeaturePyramid):
         kwargs: SimpleFeaturePyramid's arguments.
     """
 
-    def __init__(self, *, token_feature: str = "last_feat", frozen: bool = False, **kwargs):
+    def __init__(
+        self,
+        *,
+        token_feature: str = "last_feat",
+        upsample: str = "imted",
+        upsample_norm: str = "naiveSyncBN",
+        frozen: bool = False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.token_feature = token_feature
+        if upsample == "imted":
+            self._full_width_upsampling(
+                upsample_norm, kwargs["out_channels"], kwargs.get("norm", "LN")
+            )
+        elif upsample != "detectron2":
+            raise ValueError(f"upsample must be 'imted' or 'detectron2', got {upsample!r}")
         self.frozen = frozen
         if frozen:
             for module in [self.net] + [stage[:-2] for stage in self.stages]:
                 for p in module.parameters():
                     p.requires_grad_(False)
+
+    def _full_width_upsampling(self, upsample_norm: str, out_channels: int, norm: str) -> None:
+        dim = self.net.output_shape()[self.in_feature].channels
+        use_bias = norm == ""
+        for idx, scale in enumerate(self.scale_factors):
+            if scale == 4.0:
+                layers = [
+                    nn.ConvTranspose2d(dim, dim, kernel_size=2, stride=2),
+                    get_norm(upsample_norm, dim),
+                    nn.GELU(),
+                    nn.ConvTranspose2d(dim, dim, kernel_size=2, stride=2),
+                ]
+            elif scale == 2.0:
+                layers = [nn.ConvTranspose2d(dim, dim, kernel_size=2, stride=2)]
+            else:
+                continue
+            for kernel, cin in ((1, dim), (3, out_channels)):
+                layers.append(
+                    Conv2d(
+                        cin,
+                        out_channels,
+                        kernel_size=kernel,
+                        padding=kernel // 2,
+                        bias=use_bias,
+                        norm=get_norm(norm, out_channels),
+                    )
+                )
+            stage = nn.Sequential(*layers)
+            name = next(n for n, m in self.named_children() if m is self.stages[idx])
+            setattr(self, name, stage)
+            self.stages[idx] = stage
 
     def output_shape(self):
         shapes = super().output_shape()
