@@ -38,4 +38,5 @@ train.max_iter = 88000  # 12 epochs of COCO train2017 at batch 16
 train.checkpointer.period = 5000
 train.eval_period = 0
 train.init_checkpoint = ""
+train.allow_partial_init = True  # ImageNet backbone only (about 49% of the parameters)
 train.output_dir = "output/aligndet_deformable_detr_R50_coco_12ep"

@@ -17,4 +17,5 @@ lr_multiplier.warmup_iter = 0
 train.checkpointer.period = 5000
 train.eval_period = 0
 train.init_checkpoint = "detectron2://ImageNetPretrained/torchvision/R-50.pkl"
+train.allow_partial_init = True  # ImageNet backbone only (about 49% of the parameters)
 train.output_dir = "output/deformable_detr_R50_12ep_coco"

@@ -86,6 +86,7 @@ for _predictor in model.roi_heads.box_predictors:
     _predictor.test_topk_per_image = 300  # LVIS-style evaluation keeps 300 detections
 
 train.init_checkpoint = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
+train.allow_partial_init = True  # ImageNet backbone only
 train.max_iter = 180000
 train.eval_period = 0
 train.checkpointer.period = 5000
