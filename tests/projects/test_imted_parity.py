@@ -190,6 +190,10 @@ def test_weight_decay_zero_for_every_bias_and_1d_parameter(mask):
         assert group_of["roi_heads.mask_head.mask_fcn1.bias"]["weight_decay"] == 0.0
     # the frozen position table is not in the optimizer
     assert "roi_heads.box_head.decoder_pos_embed" not in params
+    # exclude: the authors' BackboneFronzen constructor leaves backbone.* out
+    _, kept = _groups(model, exclude=("backbone.",))
+    assert kept and not any(n.startswith("backbone.") for n in kept)
+    assert set(kept) == {n for n in group_of if not n.startswith("backbone.")}
 
 
 # ---------------------------------------------------------------- encoder, pyramid, heads
