@@ -85,28 +85,47 @@ def box_jitter(
 
 
 def clip_boxes_to_view(
-    boxes: torch.Tensor, height: int, width: int, fallback_to_view: bool = True
+    boxes: torch.Tensor,
+    height: int,
+    width: int,
+    fallback_to_view: bool = True,
+    rule: str = "soco",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Intersects inclusive pixel boxes with a ``height`` x ``width`` view, as SoCo does after
-    jittering: boxes left empty (including boxes that came out of the jitter inverted) are
-    dropped, and when none survives the whole view is returned as the single box.
+    """Clips inclusive pixel boxes to a ``height`` x ``width`` view (corners (0, 0) and
+    (W-1, H-1)).
+
+    ``rule="soco"`` is SoCo's ``clip_bboxs``: a box is kept iff 0 < x2, x1 < W-1, 0 < y2 and
+    y1 < H-1 (all strict), and becomes its intersection with the view; a kept box that was
+    inverted (x2 < x1 or y2 < y1) stays inverted. ``rule="intersect"`` clamps x1, y1 >= 0,
+    x2 <= W-1, y2 <= H-1 and keeps the boxes with x2 >= x1 and y2 >= y1 (edge-touching boxes
+    kept as 0-width boxes, inverted ones dropped).
 
     Args:
-        boxes: [N, 4] XYXY inclusive pixel boxes.
+        boxes: [N, 4] XYXY inclusive pixel boxes, in the view's pixels.
         height, width: the view's size in pixels.
-        fallback_to_view: return the whole view when no box survives (SoCo's behaviour);
-            otherwise return an empty [0, 4] tensor.
+        fallback_to_view: when no box is kept, return the whole view [0, 0, W-1, H-1] as the
+            single box (SoCo's behaviour); otherwise return an empty [0, 4] tensor.
+        rule: "soco" or "intersect", as above.
 
     Returns:
         (clipped boxes [M, 4], indices [M] of the kept input boxes; -1 marks the fallback box).
     """
     check(height > 0 and width > 0, f"clip_boxes_to_view: empty view {height}x{width}")
+    check(
+        rule in ("soco", "intersect"),
+        f"clip_boxes_to_view: rule must be 'soco' or 'intersect', got {rule!r}",
+    )
     check_boxes("clip_boxes_to_view", boxes)
     x1 = boxes[:, 0].clamp(min=0)
     y1 = boxes[:, 1].clamp(min=0)
     x2 = boxes[:, 2].clamp(max=width - 1)
     y2 = boxes[:, 3].clamp(max=height - 1)
-    keep = torch.nonzero((x2 >= x1) & (y2 >= y1)).flatten()
+    if rule == "soco":
+        b = boxes
+        kept = (b[:, 2] > 0) & (b[:, 0] < width - 1) & (b[:, 3] > 0) & (b[:, 1] < height - 1)
+    else:
+        kept = (x2 >= x1) & (y2 >= y1)
+    keep = torch.nonzero(kept).flatten()
     clipped = torch.stack([x1, y1, x2, y2], dim=1)[keep]
     if keep.numel() == 0 and fallback_to_view:
         clipped = boxes.new_tensor([[0, 0, width - 1, height - 1]])

@@ -131,13 +131,74 @@ def test_clip_to_view_drops_empty_and_falls_back():
             [200.0, 0, 300, 5],
         ]
     )
-    clipped, keep = clip_boxes_to_view(boxes, height=64, width=100)
+    clipped, keep = clip_boxes_to_view(boxes, height=64, width=100, rule="intersect")
     assert keep.tolist() == [0, 1]  # inverted box 2 and outside box 3 dropped
     torch.testing.assert_close(
         clipped, torch.tensor([[0.0, 0.0, 50.0, 50.0], [90.0, 10.0, 99.0, 20.0]])
     )
-    clipped, keep = clip_boxes_to_view(boxes[2:], height=64, width=100)
+    clipped, keep = clip_boxes_to_view(boxes[2:], height=64, width=100, rule="intersect")
     assert keep.tolist() == [-1]
     torch.testing.assert_close(clipped, torch.tensor([[0.0, 0.0, 99.0, 63.0]]))
-    clipped, keep = clip_boxes_to_view(boxes[2:], 64, 100, fallback_to_view=False)
+    clipped, keep = clip_boxes_to_view(boxes[2:], 64, 100, False, "intersect")
     assert clipped.shape == (0, 4) and keep.numel() == 0
+
+
+def _soco_clip_bboxs(boxes, height, width):
+    """SoCo's clip_bboxs (contrast/data/bboxs_utils.py:18-29, 55-68) for a view at (0, 0),
+    transcribed line by line: keep iff ix1 < bx2 and bx1 < ix2 and iy1 < by2 and by1 < iy2."""
+    ix1, iy1, ix2, iy2 = 0, 0, width - 1, height - 1
+    out, idx = [], []
+    for i, (bx1, by1, bx2, by2) in enumerate(boxes.tolist()):
+        if ix1 < bx2 and bx1 < ix2 and iy1 < by2 and by1 < iy2:
+            out.append([max(ix1, bx1), max(iy1, by1), min(ix2, bx2), min(iy2, by2)])
+            idx.append(i)
+    if not out:
+        return torch.tensor([[0.0, 0, width - 1, height - 1]], dtype=boxes.dtype), [-1]
+    return torch.tensor(out, dtype=boxes.dtype), idx
+
+
+def test_clip_soco_rule_edge_cases():
+    """The cases where SoCo's strict rule differs from plain intersection (100x100 view)."""
+    cases = [
+        ([-5.0, 10, 0, 50], None),  # touches the left edge (x2 = 0): dropped
+        ([99.0, 10, 120, 50], None),  # starts at the last column (x1 = W-1): dropped
+        ([10.0, -5, 50, 0], None),  # touches the top edge: dropped
+        ([10.0, 99, 50, 120], None),  # starts at the last row: dropped
+        ([30.0, 10, 29.5, 50], [30.0, 10, 29.5, 50]),  # inverted, inside: kept inverted
+        ([10.0, 10, 50, 50], [10.0, 10, 50, 50]),
+        ([-5.0, 10, 0.5, 50], [0.0, 10, 0.5, 50]),
+        ([-20.0, -20, 200, 200], [0.0, 0, 99, 99]),
+        ([98.9, 98.9, 300, 300], [98.9, 98.9, 99, 99]),
+    ]
+    for box, want in cases:
+        clipped, keep = clip_boxes_to_view(torch.tensor([box]), 100, 100)
+        if want is None:  # the fallback: the whole view
+            assert keep.tolist() == [-1], box
+            torch.testing.assert_close(clipped, torch.tensor([[0.0, 0, 99, 99]]))
+        else:
+            assert keep.tolist() == [0], box
+            torch.testing.assert_close(clipped, torch.tensor([want]))
+        # the plain rule keeps the edge-touching boxes and drops the inverted one
+        _, keep_i = clip_boxes_to_view(torch.tensor([box]), 100, 100, rule="intersect")
+        if box in ([-5.0, 10, 0, 50], [99.0, 10, 120, 50]):
+            assert keep_i.tolist() == [0]
+        if box == [30.0, 10, 29.5, 50]:
+            assert keep_i.tolist() == [-1]
+    empty, keep = clip_boxes_to_view(torch.zeros(0, 4), 100, 100)
+    assert keep.tolist() == [-1] and empty.tolist() == [[0, 0, 99, 99]]
+    with pytest.raises(RuntimeError, match="rule"):
+        clip_boxes_to_view(torch.zeros(0, 4), 100, 100, rule="clamp")
+
+
+def test_clip_soco_rule_matches_a_transcription_of_clip_bboxs():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        h, w = torch.randint(2, 60, (2,), generator=g).tolist()
+        xy = torch.randint(-20, 70, (30, 2), generator=g).double()
+        wh = torch.randint(-3, 40, (30, 2), generator=g).double()
+        boxes = torch.cat([xy, xy + wh], dim=1)
+        boxes[::3] += 0.5  # some non-integral coordinates
+        got, keep = clip_boxes_to_view(boxes, h, w)
+        want, idx = _soco_clip_bboxs(boxes, h, w)
+        assert keep.tolist() == idx
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
