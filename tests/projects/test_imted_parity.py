@@ -244,6 +244,34 @@ def test_vit_l_pyramid_from_block_11_and_rpn_mask_heads():
     assert vitdet.roi_heads.mask_head.mask_fcn1.norm is not None
 
 
+def test_encoder_position_resize_and_padding_as_the_authors():
+    from detectron2.modeling.backbone.utils import get_abs_pos
+
+    from d2ext.projects.imted import IMTEDViT
+
+    kw = {"img_size": 224, "pretrain_img_size": 224, "embed_dim": 32, "depth": 1, "num_heads": 2}
+    x = torch.randn(1, 3, 64, 96)  # 4 x 6 tokens
+    for mode in ("imted", "detectron2"):
+        torch.manual_seed(0)
+        vit = IMTEDViT(keep_cls_token=True, pos_resize=mode, **kw)
+        vit.blocks = torch.nn.ModuleList([torch.nn.Identity()])  # output = tokens + position
+        with torch.no_grad():
+            got = vit(x)["last_feat"].permute(0, 2, 3, 1) - vit.patch_embed(x)
+            grid = vit.pos_embed[:, 1:].reshape(1, 14, 14, 32).permute(0, 3, 1, 2)
+            authors = F.interpolate(grid, scale_factor=(4.1 / 14, 6.1 / 14), mode="bicubic")
+            authors = authors.permute(0, 2, 3, 1)
+            d2 = get_abs_pos(vit.pos_embed, True, (4, 6))
+        assert torch.allclose(got, authors if mode == "imted" else d2, atol=1e-6), mode
+        assert not torch.allclose(authors, d2, atol=1e-3)
+    # images padded to a multiple of 32 (the authors' Pad); 0: no padding
+    model = _build(_shrink(imted_model("S"), depth=2))
+    image = [{"image": torch.rand(3, 90, 150) * 255}]
+    assert model.preprocess_image(image).tensor.shape[-2:] == (96, 160)
+    cfg = _shrink(imted_model("S"), depth=2)
+    cfg.backbone.size_divisibility = 0
+    assert _build(cfg).preprocess_image(image).tensor.shape[-2:] == (90, 150)
+
+
 def test_upsampling_branch_full_width_with_batchnorm():
     from detectron2.layers import NaiveSyncBatchNorm
 

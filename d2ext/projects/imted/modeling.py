@@ -80,6 +80,10 @@ class IMTEDViT(ViT):
             ``"pyramid_feat"`` (same width and stride as the last block's). imTED's ViT-L
             builds its feature pyramid from block 11 of 24 (the last of its ``out_indices``
             [3, 5, 7, 11]); None: no extra output.
+        pos_resize: how the absolute position table meets the input's token grid:
+            ``"imted"`` (the authors' ``interpolate_pos_encoding``: bicubic with
+            ``scale_factor=((h + 0.1) / g, (w + 0.1) / g)``, :func:`resize_pos_table`) or
+            ``"detectron2"`` (``get_abs_pos``: bicubic to ``size=(h, w)``).
         kwargs: ViT's arguments (img_size, patch_size, embed_dim, depth, num_heads, ...).
     """
 
@@ -89,6 +93,7 @@ class IMTEDViT(ViT):
         keep_cls_token: bool = False,
         frozen: bool = False,
         pyramid_block: int | None = None,
+        pos_resize: str = "imted",
         **kwargs,
     ):
         kwargs.update(window_size=0, window_block_indexes=(), use_rel_pos=False)
@@ -112,6 +117,11 @@ class IMTEDViT(ViT):
             self._out_feature_channels["pyramid_feat"] = self._out_feature_channels[last]
             self._out_feature_strides["pyramid_feat"] = self._out_feature_strides[last]
         self.pyramid_block = pyramid_block
+        if pos_resize not in ("imted", "detectron2"):
+            raise ValueError(f"pos_resize must be 'imted' or 'detectron2', got {pos_resize!r}")
+        if pos_resize == "imted" and self.pos_embed is not None and not self.pretrain_use_cls_token:
+            raise ValueError("pos_resize='imted' needs a position table with a cls row")
+        self.pos_resize = pos_resize
         self.frozen = frozen
         if frozen:
             for p in self.parameters():
@@ -121,7 +131,10 @@ class IMTEDViT(ViT):
         x = self.patch_embed(x)  # [B, H, W, C]
         b, h, w, c = x.shape
         if self.pos_embed is not None:
-            x = x + get_abs_pos(self.pos_embed, self.pretrain_use_cls_token, (h, w))
+            if self.pos_resize == "imted":
+                x = x + resize_pos_table(self.pos_embed, h, w).reshape(1, h, w, c)
+            else:
+                x = x + get_abs_pos(self.pos_embed, self.pretrain_use_cls_token, (h, w))
         if self.keep_cls_token:
             cls = (self.cls_token + self.pos_embed[:, :1]).expand(b, -1, -1)  # [B, 1, C]
             # blocks see [B, 1, 1 + HW, C]: with window_size 0 and no relative position, the
@@ -155,6 +168,10 @@ class IMTEDFeaturePyramid(SimpleFeaturePyramid):
         upsample_norm: the norm inside the 4x branch with ``upsample="imted"`` (the authors:
             BatchNorm, SyncBN under DDP; default detectron2's ``"naiveSyncBN"``, which averages
             the per-GPU statistics and is plain BatchNorm on one process).
+        size_divisibility: pad input images to a multiple of this (the authors' ``Pad``: 32);
+            0: no padding beyond the batch's largest image (what detectron2's ViTDet pyramid
+            gives without ``square_pad``: its ``padding_constraints`` key is misspelled, so
+            ``GeneralizedRCNN`` never reads its stride).
         frozen: freeze what imTED's ``backbone`` holds: the whole ViT and, in each level, the
             up/down-sampling layers before the 1x1 and 3x3 convs (their ``fpn1``-``fpn4``).
             The 1x1 / 3x3 convs (imTED's neck) stay trainable. imTED's few-shot fine-tuning
@@ -169,11 +186,17 @@ class IMTEDFeaturePyramid(SimpleFeaturePyramid):
         token_feature: str = "last_feat",
         upsample: str = "imted",
         upsample_norm: str = "naiveSyncBN",
+        size_divisibility: int = 32,
         frozen: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.token_feature = token_feature
+        if size_divisibility % self.net.patch_embed.proj.stride[0]:
+            raise ValueError(
+                f"size_divisibility {size_divisibility} is not a multiple of the patch size"
+            )
+        self._pad_to = size_divisibility
         if upsample == "imted":
             self._full_width_upsampling(
                 upsample_norm, kwargs["out_channels"], kwargs.get("norm", "LN")
@@ -216,6 +239,10 @@ class IMTEDFeaturePyramid(SimpleFeaturePyramid):
             name = next(n for n, m in self.named_children() if m is self.stages[idx])
             setattr(self, name, stage)
             self.stages[idx] = stage
+
+    @property
+    def size_divisibility(self) -> int:
+        return self._pad_to
 
     def output_shape(self):
         shapes = super().output_shape()
