@@ -12,8 +12,9 @@ from detectron2.data import (
     build_detection_train_loader,
     get_detection_dataset_dicts,
 )
-from detectron2.evaluation import COCOEvaluator
 from omegaconf import OmegaConf
+
+from d2ext.evaluation import COCOEvaluator
 
 dataloader = OmegaConf.create()
 dataloader.train = L(build_detection_train_loader)(
@@ -41,4 +42,9 @@ dataloader.test = L(build_detection_test_loader)(
     ),
     num_workers=1,
 )
-dataloader.evaluator = L(COCOEvaluator)(dataset_name="${..test.dataset.names}", use_fast_impl=False)
+# d2ext's COCOEvaluator: detectron2's, scored with faster-coco-eval when installed (pycocotools
+# otherwise); it writes coco_instances_results.json under <train.output_dir>/inference, which
+# tools/visualize_predictions.py draws
+dataloader.evaluator = L(COCOEvaluator)(
+    dataset_name="${..test.dataset.names}", output_dir="${...train.output_dir}/inference"
+)
