@@ -415,6 +415,8 @@ def test_coco_configs_drop_path_and_augmentation(name, rate):
     assert tuple(pre.short_edge_length) == (400, 500, 600) and pre.max_size == 1333
     assert crop.crop_type == "absolute_range" and tuple(crop.crop_size) == (384, 600)
     assert cfg.lr_multiplier.warmup_iter == 500
+    assert cfg.train.max_iter == 36 * 117266 // 16  # 36 epochs of annotated train2017
+    assert list(cfg.lr_multiplier.steps) == pytest.approx([27 / 36, 33 / 36])
 
 
 # ---------------------------------------------------------------- crop policy

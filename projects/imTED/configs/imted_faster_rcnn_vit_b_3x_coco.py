@@ -15,6 +15,7 @@ from detectron2.config import LazyCall as L
 from d2ext.data.transforms import resize_or_crop_resize
 from d2ext.model_zoo import get_config
 from d2ext.projects.imted.builders import imted_model, imted_optimizer
+from d2ext.solver.scaling import epochs_to_iters
 
 dataloader = get_config("common/data/coco.py").dataloader
 lr_multiplier = get_config("common/schedules.py").multistep
@@ -32,7 +33,7 @@ dataloader.train.mapper.augmentations = [
     L(resize_or_crop_resize)(),
 ]
 dataloader.train.total_batch_size = 16
-train.max_iter = 270000  # 36 epochs of COCO train2017 at batch 16
+train.max_iter = epochs_to_iters(36, 117266, 16)  # 263,848: 36 epochs of annotated train2017
 train.checkpointer.period = 10000
 train.output_dir = "output/imted_faster_rcnn_vit_b_3x_coco"
 train.init_checkpoint = ""  # an MAE full checkpoint converted by tools/convert_mae.py
