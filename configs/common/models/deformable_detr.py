@@ -1,7 +1,8 @@
 """Two-stage Deformable DETR R-50 (box refinement, mixed query selection, look-forward-twice), the
 base detector of Co-DETR, with the authors' defaults (Co-DETR's co_deformable_detr_r50_1x_coco):
-300 queries, 6 + 6 layers, 256-d, FFN 2048, 4 levels (C3-C5 + one extra), dropout 0.1;
-Hungarian costs and losses: focal 2, L1 5, GIoU 2 on every decoder layer."""
+300 queries, 6 + 6 layers, 256-d, FFN 2048, 4 levels (C3-C5 + one extra), dropout 0.0,
+xavier init of the transformer; R-50 stem and res2 frozen (their frozen_stages=1), every BN
+frozen; Hungarian costs and losses: focal 2, L1 5, GIoU 2 on every decoder layer."""
 
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
@@ -21,7 +22,7 @@ model = L(DeformableDETR)(
         stem=L(BasicStem)(in_channels=3, out_channels=64, norm="FrozenBN"),
         stages=L(ResNet.make_default_stages)(depth=50, stride_in_1x1=False, norm="FrozenBN"),
         out_features=["res3", "res4", "res5"],
-        freeze_at=1,
+        freeze_at=2,  # stem + res2: the authors' frozen_stages=1
     ),
     neck=L(ChannelMapper)(
         input_shapes={
@@ -40,7 +41,7 @@ model = L(DeformableDETR)(
         num_encoder_layers=6,
         num_decoder_layers=6,
         dim_feedforward=2048,
-        dropout=0.1,
+        dropout=0.0,
         n_levels=4,
         n_points=4,
         num_queries=300,

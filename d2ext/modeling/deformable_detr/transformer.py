@@ -130,6 +130,14 @@ class DeformableTransformer(nn.Module):
     Proposal scores: the encoder head uses the decoder's class count and is trained on
     class-agnostic targets (every object class 0, as in mmdetection's Deformable DETR and
     Co-DETR); top-k selects on channel 0.
+
+    Initialisation (``xavier_init=True``, the authors' ``DeformableDetrTransformer.init_weights``):
+    xavier-uniform on every parameter of more than one dimension of the transformer proper
+    (encoder / decoder layers, ``enc_output``, ``pos_trans``), then each ``MSDeformAttn``'s own
+    reset and ``level_embed`` ~ N(0, 1). The prediction heads (``class_embed``, ``bbox_embed``)
+    and ``query_embed`` live here but belong to the authors' detection head, so they keep their
+    own initialisation (PyTorch defaults, class bias from ``prior_prob``, last box layer zero,
+    ``query_embed`` ~ N(0, 1)). ``xavier_init=False`` leaves the PyTorch defaults.
     """
 
     def __init__(
@@ -141,14 +149,20 @@ class DeformableTransformer(nn.Module):
         num_encoder_layers: int = 6,
         num_decoder_layers: int = 6,
         dim_feedforward: int = 1024,
-        dropout: float = 0.1,
+        dropout: float = 0.0,
         n_levels: int = 4,
         n_points: int = 4,
         num_queries: int = 300,
         mixed_selection: bool = True,
         look_forward_twice: bool = True,
         prior_prob: float = 0.01,
+        xavier_init: bool = True,
     ):
+        """
+        Args:
+            dropout: dropout of the attention outputs and the FFN (the authors' 0.0).
+            xavier_init: the authors' xavier pass over the transformer proper (see above).
+        """
         super().__init__()
         self.d_model, self.n_levels, self.num_queries = d_model, n_levels, num_queries
         self.num_classes = num_classes
@@ -177,10 +191,17 @@ class DeformableTransformer(nn.Module):
         nn.init.constant_(bbox_embed.layers[-1].bias, 0.0)
         self.class_embed = _clones(class_embed, num_decoder_layers + 1)
         self.bbox_embed = _clones(bbox_embed, num_decoder_layers + 1)
+        if xavier_init:
+            for name, p in self.named_parameters():
+                if p.dim() > 1 and not name.startswith(self.HEAD_PREFIXES):
+                    nn.init.xavier_uniform_(p)
         for mod in self.modules():
             if isinstance(mod, MSDeformAttn):
                 mod.reset_parameters()
         nn.init.normal_(self.level_embed)
+
+    # parameters of the authors' detection head that live in this module: outside the xavier pass
+    HEAD_PREFIXES = ("class_embed.", "bbox_embed.", "query_embed.")
 
     @property
     def num_decoder_layers(self) -> int:
