@@ -21,13 +21,18 @@ LARS = L(_LARS)(
     trust_coefficient=0.001,
 )
 # Deformable DETR / Co-DETR authors' optimiser: AdamW 2e-4, wd 1e-4 on every parameter,
-# backbone lr x0.1, gradients clipped to a full-model L2 norm of 0.1 in step().
+# lr x0.1 for the backbone and every deformable attention's sampling_offsets (their
+# custom_keys; their third key, reference_points, names a layer that only the one-stage model
+# has, and d2ext's two-stage transformer has no such parameter), gradients clipped to a
+# full-model L2 norm of 0.1 in step().
 DETRAdamW = L(with_gradient_clipping)(
     optimizer=torch.optim.AdamW,
     params=L(get_default_optimizer_params)(
         base_lr="${..lr}",
         weight_decay_norm=None,  # the authors decay every parameter
-        lr_factor_func=L(PrefixLRFactor)(prefixes="backbone.", factor=0.1),
+        lr_factor_func=L(PrefixLRFactor)(
+            prefixes="backbone.", factor=0.1, contains="sampling_offsets"
+        ),
     ),
     lr=2e-4,
     betas=(0.9, 0.999),
