@@ -74,7 +74,7 @@ def test_positive_queries_counts_padding_and_reference_boxes():
     img0 = {"boxes": boxes, "labels": torch.tensor([1, bg, 3, bg]), "target_boxes": boxes + 1}
     img1 = {"boxes": boxes[:3], "labels": torch.tensor([bg, 2, bg]), "target_boxes": boxes[:3] + 2}
     q = build_positive_queries(
-        [img0, img1], [(100, 50), (100, 50)], num_classes=bg, max_per_image=300
+        [img0, img1], [(100, 50), (100, 50)], num_classes=bg, max_per_image=300, min_per_image=0
     )
     assert q["ref"].shape == (2, 2, 4) and q["num_pos"] == 3
     assert q["labels"][0].tolist() == [1, 3]
@@ -98,9 +98,9 @@ def test_positive_queries_counts_padding_and_reference_boxes():
         and (q["labels"][1] < bg).sum() == 1
     )
     assert q["num_pos"] == 301
-    # no positives anywhere: no query group
+    # no positives anywhere and no floor: no query group
     none = {"boxes": boxes, "labels": torch.full((4,), bg), "target_boxes": boxes}
-    assert build_positive_queries([none], [(100, 50)], num_classes=bg) is None
+    assert build_positive_queries([none], [(100, 50)], num_classes=bg, min_per_image=0) is None
 
 
 def test_auxiliary_branch_uses_no_hungarian_matching(monkeypatch):
@@ -121,7 +121,7 @@ def test_auxiliary_branch_uses_no_hungarian_matching(monkeypatch):
         losses = model(_inputs())
     # one match per decoder layer and one for the encoder proposals: the base detector's only
     assert len(calls) == 2 + 1
-    assert len(captured) == 3  # base queries, ATSS positives, R-CNN positives
+    assert len(captured) == 3  # base queries, R-CNN positives (head 0), ATSS positives (head 1)
     assert any(k.endswith("_pos0") for k in losses) and any(k.endswith("_pos1") for k in losses)
     assert {"aux_atss_loss_cls", "aux_rcnn_loss_box_reg", "aux_rcnn_loss_rpn_cls"} <= set(losses)
     assert all(torch.isfinite(v) for v in losses.values())
@@ -130,11 +130,14 @@ def test_auxiliary_branch_uses_no_hungarian_matching(monkeypatch):
         "adapter.downsample.0.weight",
         "aux_pos_trans.0.weight",
         "aux_pos_trans.1.weight",
+        "pos_feats_trans.0.weight",
+        "pos_feats_trans.1.weight",
+        "head_pos_embed.weight",
         "atss_head.cls_logits.weight",
     ):
         assert dict(model.named_parameters())[name].grad.abs().sum() > 0, name
     # the R-CNN branch's references are its sampled positive proposals (inside the images)
-    assert captured[2].min() >= 0 and captured[2].max() <= 1
+    assert captured[1].min() >= 0 and captured[1].max() <= 1
 
 
 def test_loss_weights_as_configured():
@@ -176,6 +179,7 @@ def test_inference_equals_the_base_detector_without_auxiliary_modules():
     pruned = copy.deepcopy(model)
     pruned.adapter = pruned.atss_head = pruned.rpn = pruned.roi_heads = None
     pruned.aux_pos_trans = pruned.aux_pos_trans_norm = None
+    pruned.pos_feats_trans = pruned.pos_feats_norm = pruned.head_pos_embed = None
     with torch.no_grad():
         for other in (base(inputs), pruned(inputs)):
             for a, b in zip(out, other):

@@ -6,6 +6,7 @@ from .modeling import (
     CoStandardROIHeads,
     MultiScaleAdapter,
     build_positive_queries,
+    octave_anchor_sizes,
     strip_auxiliary,
 )
 
@@ -15,5 +16,6 @@ __all__ = [
     "CoStandardROIHeads",
     "MultiScaleAdapter",
     "build_positive_queries",
+    "octave_anchor_sizes",
     "strip_auxiliary",
 ]

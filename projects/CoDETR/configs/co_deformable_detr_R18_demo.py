@@ -1,6 +1,8 @@
 """Demo Co-Deformable-DETR: deformable_detr_R18_demo.py plus the adapter, ATSS and Faster R-CNN
-auxiliary heads (128-d, 2fc 256, anchors 4x stride as the demo objects are small) and their
-positive queries; same data, optimiser and iterations."""
+auxiliary heads and their positive queries; same data, optimiser and iterations. Demo-scale
+values: 128-d, 2fc 256, ATSS anchors 4 x stride and RPN anchors one size 4 x stride x 3 ratios
+(the demo objects are small), fewer RPN proposals and RoI samples, at most 100 positive
+queries."""
 
 from detectron2.layers import ShapeSpec
 
@@ -14,6 +16,7 @@ model.atss_head.input_shape = [ShapeSpec(channels=128, stride=s) for s in (8, 16
 model.atss_head.anchor_scale = 4.0
 model.rpn.head.in_channels = 128
 model.rpn.anchor_generator.sizes = [[4 * s] for s in (8, 16, 32, 64, 128)]
+model.rpn.head.num_anchors = 3
 model.rpn.pre_nms_topk = (1000, 500)
 model.rpn.post_nms_topk = (300, 300)
 model.roi_heads.batch_size_per_image = 128

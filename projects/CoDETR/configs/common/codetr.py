@@ -3,10 +3,13 @@ configs/common/models/deformable_detr.py plus the multi-scale adapter, the ATSS 
 auxiliary heads and their positive queries.
 
 Authors' defaults (Co-DETR's co_deformable_detr_r50_1x_coco): ATSS: 1 conv, anchor scale 8,
-top-k 9, focal 1, GIoU 2, centerness 1; R-CNN: RPN 256 samples, ROI 512 samples, 2fc 1024,
-GIoU 10; aux losses x12 (6 layers x lambda2 2); lambda1 1; up to 300 positive queries per image.
-The auxiliary heads run on the adapter's five levels (strides 8-128, features p3-p7); every head
-takes its class count from ``model.transformer.num_classes``.
+top-k 9, focal 1, GIoU 2, centerness 1; R-CNN: RPN with 9 anchors per location (sizes
+4 * 2**(k/3) * stride, k = 0, 1, 2, ratios 0.5 / 1 / 2) and 256 samples, ROI 512 samples over the
+adapter's four finest levels (strides 8-64), 2fc 1024, GIoU 10; aux losses x12 (6 layers x
+lambda2 2); lambda1 1; 9 to 300 positive queries per image, with the feature term and the
+authors' one-scalar-per-head embedding. The auxiliary heads run on the adapter's five levels
+(strides 8-128, features p3-p7); every head takes its class count from
+``model.transformer.num_classes``.
 """
 
 from detectron2.config import LazyCall as L
@@ -20,7 +23,12 @@ from detectron2.modeling.roi_heads import FastRCNNConvFCHead, FastRCNNOutputLaye
 
 from d2ext.model_zoo import get_config
 from d2ext.modeling.atss import ATSSHead
-from d2ext.projects.codetr import CoDeformableDETR, CoStandardROIHeads, MultiScaleAdapter
+from d2ext.projects.codetr import (
+    CoDeformableDETR,
+    CoStandardROIHeads,
+    MultiScaleAdapter,
+    octave_anchor_sizes,
+)
 
 model = get_config("common/models/deformable_detr.py").model
 model._target_ = CoDeformableDETR
@@ -36,9 +44,11 @@ model.update(
     ),
     rpn=L(RPN)(
         in_features=["p3", "p4", "p5", "p6", "p7"],
-        head=L(StandardRPNHead)(in_channels=256, num_anchors=3),
+        head=L(StandardRPNHead)(in_channels=256, num_anchors=9),
         anchor_generator=L(DefaultAnchorGenerator)(
-            sizes=[[8 * s] for s in (8, 16, 32, 64, 128)],
+            sizes=L(octave_anchor_sizes)(
+                strides="${..strides}", octave_base_scale=4.0, scales_per_octave=3
+            ),
             aspect_ratios=[0.5, 1.0, 2.0],
             strides=[8, 16, 32, 64, 128],
             offset=0.0,
@@ -60,10 +70,12 @@ model.update(
         proposal_matcher=L(Matcher)(
             thresholds=[0.5], labels=[0, 1], allow_low_quality_matches=False
         ),
-        box_in_features=["p3", "p4", "p5", "p6", "p7"],
+        # the authors' featmap_strides [8, 16, 32, 64] with finest_scale 112 = detectron2's
+        # canonical 224 / level 4 over these levels
+        box_in_features=["p3", "p4", "p5", "p6"],
         box_pooler=L(ROIPooler)(
             output_size=7,
-            scales=[1.0 / s for s in (8, 16, 32, 64, 128)],
+            scales=[1.0 / s for s in (8, 16, 32, 64)],
             sampling_ratio=0,
             pooler_type="ROIAlignV2",
         ),
@@ -84,4 +96,7 @@ model.update(
     lambda1=1.0,
     lambda2=2.0,
     max_positive_queries=300,
+    min_positive_queries=9,
+    with_coord_feat=True,
+    head_embed="scalar",
 )
