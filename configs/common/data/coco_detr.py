@@ -1,23 +1,25 @@
 """COCO 2017 detection data with the DETR family's training augmentation (Deformable DETR /
-Co-DETR authors), RGB, batch 16: flip, then either a multi-scale resize or a crop followed by
-one (here: the crop applied with probability 0.5 before the resize, detectron2 having no
-one-of-two choice of augmentation lists)."""
+Co-DETR authors), RGB, batch 16: flip, then one of two policies drawn with equal chance
+(mmdetection's AutoAugment): a resize (short side 480, 512, ..., 800, long side <= 1333), or a
+resize (short side 400 / 500 / 600, long side <= 4200), a random crop of height and width each in
+[384, 600], and the first policy's resize."""
 
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
 
+from d2ext.data.transforms import DETR_SCALES, resize_or_crop_resize
 from d2ext.model_zoo import get_config
 
 dataloader = get_config("common/data/coco.py").dataloader
 dataloader.train.mapper.augmentations = [
     L(T.RandomFlip)(horizontal=True),
-    L(T.RandomApply)(
-        tfm_or_aug=L(T.RandomCrop)(crop_type="absolute_range", crop_size=(384, 600)), prob=0.5
-    ),
-    L(T.ResizeShortestEdge)(
-        short_edge_length=(480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800),
+    L(resize_or_crop_resize)(
+        scales=DETR_SCALES,
         max_size=1333,
-        sample_style="choice",
+        crop_scales=(400, 500, 600),
+        crop_max_size=4200,
+        crop_size=(384, 600),
+        crop_type="absolute_range",
     ),
 ]
 dataloader.train.mapper.image_format = "RGB"
