@@ -3,30 +3,28 @@
 or one written by projects/imTED/configs/mae_vit_tiny_demo.py) into an imTED detector checkpoint:
 encoder -> backbone.net, encoder's final norm + decoder -> roi_heads.box_head.
 
-    python tools/convert_mae.py MAE.pth OUT.pth --config-file IMTED_CONFIG.py [--encoder-only] \
-        [--report REPORT.json] [--unsafe-load]
+    python tools/convert_mae.py MAE.pth OUT.pth --config-file IMTED_CONFIG.py [--encoder-only] \\
+        [--report REPORT.json] [--allow-mismatch] [--unsafe-load] [--no-progress]
 
 With the detector config, shapes are checked, the position embedding is interpolated to the
 detector's grid and every key is reported: loaded, missing, unexpected, unused by design,
-of another shape. ``--encoder-only`` leaves the box head out (the paper's baseline). MAE.pth is
-read without running code from it (``args`` may be an argparse.Namespace, as in MAE's
-releases); ``--unsafe-load`` unpickles a trusted file that holds other objects.
+of another shape; keys of another shape stop the conversion unless ``--allow-mismatch`` (they
+are then left out). ``--encoder-only`` leaves the box head out (the paper's baseline). MAE.pth
+is read without running code from it (``args`` may be an argparse.Namespace, as in MAE's
+releases); ``--unsafe-load`` unpickles a trusted file that holds other objects. Reading and
+writing show progress bars with rate and ETA on stderr. The conversion is
+d2ext.projects.imted.mae_to_imted, which runs d2ext.checkpoint.convert_checkpoint.
 """
 
 import argparse
-import dataclasses
-import json
-import pickle
-
-from d2ext.checkpoint import UnsafeCheckpointError, load_checkpoint, save_detectron2_checkpoint
-from d2ext.projects.imted import mae_to_imted
-from d2ext.utils.io import atomic_write_bytes
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
-    parser.add_argument("src")
-    parser.add_argument("dst")
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("src", help="the MAE checkpoint")
+    parser.add_argument("dst", help="the Detectron2 checkpoint to write")
     parser.add_argument("--config-file", default=None, help="the imTED detector config")
     parser.add_argument("--encoder-only", action="store_true", help="leave the decoder out")
     parser.add_argument("--report", default=None, help="write the key report here (json)")
@@ -38,22 +36,29 @@ def main(argv=None) -> dict:
         action="store_true",
         help="unpickle SRC without restrictions (runs any code in it: only for a trusted file)",
     )
-    args = parser.parse_args(argv)
-    try:
-        ckpt = load_checkpoint(args.src, unsafe=args.unsafe_load)
-    except UnsafeCheckpointError as e:
-        raise SystemExit(str(e)) from e
-    except (OSError, RuntimeError, EOFError, ValueError, IndexError, pickle.UnpicklingError) as e:
-        raise SystemExit(f"cannot read checkpoint {args.src!r}: {e}") from e
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+
+    import dataclasses
+    import json
+
+    from d2ext.checkpoint import load_checkpoint, save_detectron2_checkpoint
+    from d2ext.checkpoint.convert import exit_on_conversion_error
+    from d2ext.projects.imted import mae_to_imted
+    from d2ext.utils.io import atomic_write_bytes
+
     model = None
     if args.config_file:
         from detectron2.config import LazyConfig, instantiate
 
         model = instantiate(LazyConfig.load(args.config_file).model)
-    try:
+    with exit_on_conversion_error(args.src):
+        ckpt = load_checkpoint(args.src, unsafe=args.unsafe_load, progress=not args.no_progress)
         state, report = mae_to_imted(ckpt, model, load_decoder=not args.encoder_only)
-    except ValueError as e:
-        raise SystemExit(f"{args.src}: {e}") from e
     print(report.summary())
     for field in ("missing", "unexpected", "shape_mismatch"):
         if getattr(report, field):
@@ -63,6 +68,7 @@ def main(argv=None) -> dict:
     save_detectron2_checkpoint(
         args.dst,
         state,
+        progress=not args.no_progress,
         __author__=f"d2ext convert_mae from {args.src}",
         mae_report=report.summary(),
     )

@@ -1,38 +1,43 @@
 #!/usr/bin/env python
-"""Converts a pretraining checkpoint into a Detectron2 checkpoint of a detector.
+"""Converts a pretraining checkpoint (SoCo, AlignDet, any self-supervised run) into a Detectron2
+checkpoint of a detector.
 
-    python tools/convert_pretrain.py SRC.pth DST.pth --map online_net.= [--map SRC=DST ...] \
-        [--keep-predictors] [--drop-source SUBSTRING] [--config-file DETECTOR_CONFIG.py] \
-        [--report REPORT.json] [--unsafe-load]
+    python tools/convert_pretrain.py SRC.pth DST.pth --map online_net.= [--map SRC=DST ...] \\
+        [--keep-predictors] [--drop-source SUBSTRING] [--config-file DETECTOR_CONFIG.py] \\
+        [--report REPORT.json] [--unsafe-load] [--no-progress]
 
-``--map`` pairs rename key prefixes (first match wins; keys matching none are left out). With
-``--config-file`` the result is compared with that detector: every key loaded, missing,
-unexpected or of another shape is listed (in ``--report``, and counted on stdout). SRC is read
-without running code from it (d2ext.checkpoint.load_checkpoint: tensors, numpy arrays, plain
-data); ``--unsafe-load`` unpickles a trusted file that holds other objects.
+``--map`` pairs rename key prefixes (first match wins; keys matching none are left out as
+unused). The detector's final classification / regression layers are dropped unless
+``--keep-predictors``. With ``--config-file`` the result is compared with that detector: keys it
+lacks or of another shape are left out, and every key loaded, missing, unexpected or of another
+shape is listed (in ``--report``, and counted on stdout). SRC is read without running code from
+it (d2ext.checkpoint.load_checkpoint: tensors, numpy arrays, plain data); ``--unsafe-load``
+unpickles a trusted file that holds other objects. Reading and writing show progress bars with
+rate and ETA on stderr. The conversion is d2ext.checkpoint.convert_checkpoint.
 """
 
 import argparse
-import json
-import pickle
 import sys
-
-from d2ext.checkpoint import (
-    UnsafeCheckpointError,
-    compare_with_model,
-    convert_state_dict,
-    load_checkpoint,
-    save_detectron2_checkpoint,
-)
-from d2ext.utils.io import atomic_write_bytes
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
-    parser.add_argument("src")
-    parser.add_argument("dst")
-    parser.add_argument("--map", action="append", required=True, metavar="SRC_PREFIX=DST_PREFIX")
-    parser.add_argument("--keep-predictors", action="store_true")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("src", help="the pretraining checkpoint")
+    parser.add_argument("dst", help="the Detectron2 checkpoint to write")
+    parser.add_argument(
+        "--map",
+        action="append",
+        required=True,
+        metavar="SRC_PREFIX=DST_PREFIX",
+        help="rename keys starting with SRC_PREFIX (repeatable; first match wins)",
+    )
+    parser.add_argument(
+        "--keep-predictors",
+        action="store_true",
+        help="keep the detector's final classification / regression layers",
+    )
     parser.add_argument(
         "--drop-source",
         action="append",
@@ -47,6 +52,7 @@ def parse_args(argv=None):
         action="store_true",
         help="unpickle SRC without restrictions (runs any code in it: only for a trusted file)",
     )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
 
@@ -57,38 +63,31 @@ def main(argv=None) -> dict:
         if "=" not in item:
             raise SystemExit(f"--map takes SRC_PREFIX=DST_PREFIX, got {item!r}")
         prefix_map.append(tuple(item.split("=", 1)))
-    try:
-        ckpt = load_checkpoint(args.src, unsafe=args.unsafe_load)
-    except UnsafeCheckpointError as e:
-        raise SystemExit(str(e)) from e
-    except (OSError, RuntimeError, EOFError, ValueError, IndexError, pickle.UnpicklingError) as e:
-        raise SystemExit(f"cannot read checkpoint {args.src!r}: {e}") from e
-    state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        raise SystemExit(
-            f"{args.src!r} holds no state dict (a dict of tensors, or one under 'model')"
-        )
-    new, report = convert_state_dict(
-        state, prefix_map, keep_predictors=args.keep_predictors, drop_source=args.drop_source
-    )
-    out = {
-        "converted": report.converted,
-        "dropped_predictors": report.dropped_predictors,
-        "unused": report.unused,
-    }
-    print(report.summary())
+
+    import json
+
+    from d2ext.checkpoint.convert import convert_checkpoint, exit_on_conversion_error
+    from d2ext.utils.io import atomic_write_bytes
+
+    model = None
     if args.config_file:
         from detectron2.config import LazyConfig, instantiate
 
         model = instantiate(LazyConfig.load(args.config_file).model)
-        cmp = compare_with_model(model, new)
-        out.update(cmp)
-        print(
-            f"against {args.config_file}: {len(cmp['loaded'])} loaded, {len(cmp['missing'])} "
-            f"missing, {len(cmp['unexpected'])} unexpected, {len(cmp['shape_mismatch'])} "
-            "of another shape"
+    with exit_on_conversion_error(args.src):
+        _, report = convert_checkpoint(
+            args.src,
+            prefix_map,
+            model=model,
+            dst=args.dst,
+            keep_predictors=args.keep_predictors,
+            drop_source=args.drop_source,
+            meta={"__author__": f"d2ext convert_pretrain from {args.src}"},
+            unsafe=args.unsafe_load,
+            progress=not args.no_progress,
         )
-    save_detectron2_checkpoint(args.dst, new, __author__=f"d2ext convert_pretrain from {args.src}")
+    print(report.summary())
+    out = report.to_dict()
     if args.report:
         atomic_write_bytes(args.report, json.dumps(out, indent=1).encode())
     print(f"wrote {args.dst}")

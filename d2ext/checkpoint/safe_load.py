@@ -166,6 +166,7 @@ def load_checkpoint(
     unsafe: bool = False,
     switch: str = "--unsafe-load",
     map_location: Any = "cpu",
+    progress: bool = False,
 ) -> Any:
     """Loads a checkpoint file without running code from it.
 
@@ -177,6 +178,7 @@ def load_checkpoint(
         switch: the option that sets ``unsafe`` where the caller is used (``--unsafe-load`` for
             the tools, ``train.unsafe_load=True`` for training), named in errors.
         map_location: ``torch.load``'s ``map_location``.
+        progress: show a progress bar (bytes read, rate, ETA) on stderr.
 
     Returns:
         The loaded object (usually a dict).
@@ -188,13 +190,68 @@ def load_checkpoint(
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} not found")
+    if progress:
+        with _ProgressReader(path) as f:
+            return _load(f, path, unsafe, switch, map_location)
+    return _load(path, path, unsafe, switch, map_location)
+
+
+def _load(file: Any, path: str, unsafe: bool, switch: str, map_location: Any) -> Any:
+    """:func:`load_checkpoint` on ``file`` (a path or a binary file object of ``path``)."""
     if path.endswith(".pkl"):
-        return load_pkl(path, unsafe=unsafe, switch=switch)
+        if isinstance(file, str):
+            return load_pkl(path, unsafe=unsafe, switch=switch)
+        if unsafe:
+            logger.warning(f"Unpickling {path} without restrictions ({switch})")
+            return pickle.load(file, encoding="latin1")
+        return RestrictedUnpickler(file, path=path, switch=switch).load()
     if unsafe:
         logger.warning(f"Loading {path} with torch.load(weights_only=False) ({switch})")
-        return torch.load(path, map_location=map_location, weights_only=False)
+        return torch.load(file, map_location=map_location, weights_only=False)
     try:
         with torch.serialization.safe_globals(TORCH_EXTRA_GLOBALS):
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(file, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise UnsafeCheckpointError(_refusal(path, _torch_reason(e), switch)) from e
+
+
+class _ProgressReader:
+    """A binary file opened for reading whose reads advance a tqdm bar (bytes, rate, ETA on
+    stderr); a context manager that closes both."""
+
+    def __init__(self, path: str):
+        from tqdm import tqdm
+
+        self._file = open(path, "rb")  # noqa: SIM115 (closed in __exit__)
+        self._bar = tqdm(
+            total=os.path.getsize(path),
+            desc=f"reading {os.path.basename(path)}",
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+        )
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._file.read(size)
+        self._bar.update(len(data))
+        return data
+
+    def readinto(self, buffer) -> int:
+        n = self._file.readinto(buffer)
+        self._bar.update(n or 0)
+        return n
+
+    def readline(self, size: int = -1) -> bytes:
+        data = self._file.readline(size)
+        self._bar.update(len(data))
+        return data
+
+    def __getattr__(self, name: str) -> Any:  # seek, tell, peek, fileno, ...
+        return getattr(self._file, name)
+
+    def __enter__(self) -> "_ProgressReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._bar.close()
+        self._file.close()

@@ -36,12 +36,6 @@ DETECTORS = {
 }
 
 
-def _final(output_dir: str) -> dict:
-    from d2ext.checkpoint import load_checkpoint
-
-    return load_checkpoint(os.path.join(output_dir, "model_final.pth"))["model"]
-
-
 def _save(path: str, state: dict, source: str) -> None:
     from d2ext.checkpoint.convert import save_detectron2_checkpoint
 
@@ -49,7 +43,9 @@ def _save(path: str, state: dict, source: str) -> None:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--detector", choices=sorted(DETECTORS), default="faster_rcnn")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--out", default=os.path.join(REPO, "output", "aligndet_demo"))
@@ -60,7 +56,6 @@ def main(argv=None):
 
     from detectron2.config import LazyConfig, instantiate
 
-    from d2ext.checkpoint.convert import compare_with_model
     from d2ext.data import register_all_datasets
     from d2ext.data.datasets import generate_demo_data
     from d2ext.data.datasets.demo import demo_root
@@ -104,13 +99,17 @@ def main(argv=None):
         run_train_net(pretrain_cfg, pretrain_dir, extra)
     extracted = os.path.join(run, "aligndet_detectron2.pth")
     if not os.path.exists(extracted):
-        new, report = extract_aligndet(_final(pretrain_dir))
-        print(report.summary(), flush=True)
-        diff = compare_with_model(instantiate(LazyConfig.load(finetune_cfg).model), new)
-        print({k: len(v) for k, v in diff.items()}, "missing:", diff["missing"], flush=True)
-        if diff["unexpected"] or diff["shape_mismatch"]:
-            raise SystemExit(f"extracted checkpoint does not fit the detector: {diff}")
-        _save(extracted, new, pretrain_dir)
+        try:
+            _, report = extract_aligndet(
+                os.path.join(pretrain_dir, "model_final.pth"),
+                model=instantiate(LazyConfig.load(finetune_cfg).model),
+                dst=extracted,
+                fail_on=("unexpected", "shape_mismatch"),
+                meta={"source": pretrain_dir},
+            )
+        except ValueError as e:
+            raise SystemExit(str(e)) from e
+        print(report.summary(), "missing:", report.missing, flush=True)
 
     # 5. fine-tuning from AlignDet and from the backbone alone
     arms = {

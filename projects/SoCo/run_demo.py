@@ -35,29 +35,32 @@ def make_proposals(cache_dir: str, filter_name: str) -> None:
 
 
 def convert(pretrain_dir: str, dst: str) -> None:
+    """The SoCo pretraining's online network -> the fine-tuning detector's checkpoint at
+    ``dst`` (stops if a key does not fit the detector)."""
     from detectron2.config import LazyConfig, instantiate
 
-    from d2ext.checkpoint import load_checkpoint
-    from d2ext.checkpoint.convert import (
-        compare_with_model,
-        convert_state_dict,
-        save_detectron2_checkpoint,
-    )
+    from d2ext.checkpoint import convert_checkpoint
     from d2ext.projects.soco import SOCO_TO_DETECTRON2
 
-    state = load_checkpoint(os.path.join(pretrain_dir, "model_final.pth"))
-    new, report = convert_state_dict(state["model"], SOCO_TO_DETECTRON2)
     detector = instantiate(LazyConfig.load(FINETUNE).model)
+    try:
+        _, report = convert_checkpoint(
+            os.path.join(pretrain_dir, "model_final.pth"),
+            SOCO_TO_DETECTRON2,
+            model=detector,
+            dst=dst,
+            fail_on=("unexpected", "shape_mismatch"),
+            meta={"source": pretrain_dir},
+        )
+    except ValueError as e:
+        raise SystemExit(str(e)) from e
     print(report.summary(), flush=True)
-    diff = compare_with_model(detector, new)
-    print({k: len(v) for k, v in diff.items()}, flush=True)
-    if diff["unexpected"] or diff["shape_mismatch"]:
-        raise SystemExit(f"converted checkpoint does not fit the detector: {diff}")
-    save_detectron2_checkpoint(dst, new, source=pretrain_dir)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--out", default=os.path.join(REPO, "output", "soco_demo"))
     parser.add_argument("--pretrain-iters", type=int, default=None)

@@ -2,7 +2,7 @@
 
 import torch
 
-from d2ext.checkpoint.convert import ConversionReport, convert_state_dict
+from d2ext.checkpoint.convert import ConversionReport, convert_checkpoint
 
 from .modeling import ALIGNDET_TO_DETECTRON2
 
@@ -10,7 +10,7 @@ __all__ = ["extract_aligndet", "backbone_init_for_aligndet"]
 
 
 def extract_aligndet(
-    state_dict: dict[str, torch.Tensor], keep_predictors: bool = False
+    checkpoint, keep_predictors: bool = False, **convert_kwargs
 ) -> tuple[dict[str, torch.Tensor], ConversionReport]:
     """The online detector of an AlignDet checkpoint under detectron2's names: backbone, neck and
     heads kept; the projectors (they replaced the classifiers) and the momentum detector never
@@ -18,12 +18,22 @@ def extract_aligndet(
     FCOS ``cls_score``, ``bbox_pred``, ``ctrness``; Deformable DETR every ``class_embed`` and the
     last linear layer of every ``bbox_embed``) dropped unless ``keep_predictors``. The RPN
     is kept whole: its objectness and deltas are class-agnostic, the task they were trained on.
+
+    Args:
+        checkpoint: the AlignDet model's state dict, its checkpoint or checkpoint file.
+        keep_predictors: keep the final classification / regression layers.
+        convert_kwargs: passed to :func:`d2ext.checkpoint.convert_checkpoint` (``model``,
+            ``dst``, ``fail_on``...).
+
+    Returns:
+        (detector state dict, report).
     """
-    return convert_state_dict(
-        state_dict,
+    return convert_checkpoint(
+        checkpoint,
         ALIGNDET_TO_DETECTRON2,
         keep_predictors=keep_predictors,
         drop_source=(".projector.",),
+        **convert_kwargs,
     )
 
 
