@@ -26,13 +26,16 @@ DEMO = "projects/imTED/configs/imted_faster_rcnn_vit_tiny_demo.py"
 TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2, "dec": 16, "dec_depth": 2, "dec_heads": 2}
 
 
-def _demo_model(**net):
+def _demo_model(head_grid=None, **net):
     cfg = LazyConfig.load(os.path.join(REPO, DEMO))
     cfg.model.backbone.net.update(embed_dim=32, depth=2, num_heads=2, **net)
     cfg.model.roi_heads.modulator.out_channels = 32
     cfg.model.roi_heads.box_head.update(
         input_shape=ShapeSpec(channels=32, height=7, width=7), decoder_dim=16, depth=2, num_heads=2
     )
+    # the decoder's position table has the MAE's grid (by default the encoder's)
+    grid = head_grid or cfg.model.backbone.net.pretrain_img_size // 16
+    cfg.model.roi_heads.box_head.pretrain_grid = grid
     cfg.model.roi_heads.box_predictor.input_shape = ShapeSpec(channels=16)
     torch.manual_seed(0)
     return instantiate(cfg.model)
@@ -163,7 +166,7 @@ def test_official_checkpoint_maps_every_key():
 
 def test_position_embedding_is_interpolated():
     ckpt = _official_checkpoint(grid=4)
-    model = _demo_model(pretrain_img_size=96)  # 6x6 grid
+    model = _demo_model(pretrain_img_size=96, head_grid=4)  # encoder: 6x6 grid
     state, rep = mae_to_imted(ckpt, model)
     assert rep.interpolated == ["backbone.net.pos_embed"] and rep.shape_mismatch == []
     pos = ckpt["model"]["pos_embed"]

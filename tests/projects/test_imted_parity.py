@@ -104,19 +104,21 @@ def test_head_position_table_is_the_checkpoint_table_resized_bicubically():
         assert not torch.allclose(head(x), a)
 
 
-def test_head_adopts_another_grid_and_the_sincos_switch():
-    model = _build(_shrink(imted_model("S"), depth=2))
+def test_head_table_of_another_grid_and_the_sincos_switch():
     ckpt = _official_checkpoint(c=32, d=16, grid=4)  # a 64-px MAE: 4 x 4 decoder table
+    model = _build(_shrink(imted_model("S"), depth=2))  # head built for MAE's 14 x 14
+    _, rep = mae_to_imted(ckpt, model)
+    assert any("pretrain_grid=4" in m for m in rep.shape_mismatch)  # says how to fix it
+    cfg = _shrink(imted_model("S"), depth=2)
+    cfg.roi_heads.box_head.pretrain_grid = 4
+    model = _build(cfg)
     state, rep = mae_to_imted(ckpt, model)
-    assert rep.shape_mismatch == [] and "roi_heads.box_head.decoder_pos_embed" in rep.loaded
+    assert "roi_heads.box_head.decoder_pos_embed" in rep.loaded
     model.load_state_dict(state, strict=False)
     head = model.roi_heads.box_head
     assert head.decoder_pos_embed.shape == (1, 17, 16)
-    assert torch.equal(
-        head.position_table(7, 7), _authors_table(ckpt["model"]["decoder_pos_embed"])
-    )
-    with pytest.raises(ValueError, match=r"1 \+ g\*g"):
-        head.load_state_dict({"decoder_pos_embed": torch.zeros(1, 17, 8)}, strict=False)
+    table = ckpt["model"]["decoder_pos_embed"]
+    assert torch.equal(head.position_table(7, 7), _authors_table(table))  # 4 -> 7: up-sampled
     # before any checkpoint: MAE's own fixed table (the value official checkpoints hold)
     fresh = MAEDecoderHead(input_shape=ShapeSpec(channels=32, height=7, width=7), decoder_dim=16)
     assert torch.allclose(fresh.decoder_pos_embed[0, 1:], sincos_pos_embed_2d(16, 14))

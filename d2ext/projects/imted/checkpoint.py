@@ -1,6 +1,7 @@
 """Loading an official MAE *full* checkpoint (encoder + decoder) into imTED."""
 
 import dataclasses
+import math
 
 import torch
 import torch.nn.functional as F
@@ -110,12 +111,12 @@ def mae_to_imted(
             if k == "pos_embed" and v.shape != target[new].shape:
                 v = _resize_pos(v, target[new].shape[1])
                 rep.interpolated.append(new)
-            if k == "decoder_pos_embed" and v.shape[-1:] == target[new].shape[-1:]:
-                out[new] = v  # the head adopts the checkpoint's grid (MAEDecoderHead)
-                rep.loaded.append(new)
-                continue
             if v.shape != target[new].shape:
-                rep.shape_mismatch.append(f"{k}: {tuple(v.shape)} vs {tuple(target[new].shape)}")
+                msg = f"{k}: {tuple(v.shape)} vs {tuple(target[new].shape)}"
+                if k == "decoder_pos_embed" and v.shape[-1] == target[new].shape[-1]:
+                    grid = math.isqrt(v.shape[1] - 1)
+                    msg += f" (build the box head with pretrain_grid={grid})"
+                rep.shape_mismatch.append(msg)
                 continue
         out[new] = v
         rep.loaded.append(new)

@@ -309,14 +309,15 @@ def sincos_pos_table(dim: int, grid_size: int) -> torch.Tensor:
 
 
 def resize_pos_table(table: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """imTED's ``MAEBBoxHead.interpolate_pos_encoding``: the cls row dropped, the g x g grid
+    """imTED's ``interpolate_pos_encoding`` (its box head's and its encoder's): the cls row
+    dropped, the g x g grid
     resized bicubically with ``scale_factor = ((height + 0.1) / g, (width + 0.1) / g)``
     (DINO's +0.1; ``align_corners=False``), or returned as is when it already is
     ``height x width`` with height == width.
 
     Args:
         table: [1, 1 + g*g, D].
-        height, width: the RoI grid.
+        height, width: the target grid.
 
     Returns:
         [1, height * width, D], in ``table``'s dtype.
@@ -350,8 +351,8 @@ class MAEDecoderHead(nn.Module):
     - ``"pretrained"`` (imTED's): a frozen buffer ``decoder_pos_embed`` [1, 1 + g*g, D] that
       the MAE checkpoint fills (before loading: MAE's fixed sin-cos table at ``pretrain_grid``,
       which is what official MAE checkpoints hold; imTED's buffer starts at zeros), resized to
-      the RoI grid at every forward by :func:`resize_pos_table`. A state dict with another
-      grid is adopted as is (the buffer takes its shape).
+      the RoI grid at every forward by :func:`resize_pos_table`. ``pretrain_grid`` must be
+      the checkpoint's grid (MAE's image size / patch size).
     - ``"sincos"``: MAE's sin-cos formula evaluated on the RoI grid (fixed, not loaded).
 
     The LN after mean pooling is a fresh ``decoder_box_norm`` (imTED's; MAE's ``decoder_norm``
@@ -431,18 +432,6 @@ class MAEDecoderHead(nn.Module):
         if self.pos_embed_type == "sincos":
             return self.pos_embed
         return resize_pos_table(self.decoder_pos_embed, height, width)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        key = prefix + "decoder_pos_embed"
-        new = state_dict.get(key)
-        old = getattr(self, "decoder_pos_embed", None)
-        if new is not None and old is not None and new.shape != old.shape:
-            if new.dim() != 3 or new.shape[0] != 1 or new.shape[2] != old.shape[2]:
-                raise ValueError(
-                    f"{key}: expected [1, 1 + g*g, {old.shape[2]}], got {tuple(new.shape)}"
-                )
-            self.decoder_pos_embed = torch.empty_like(new, device=old.device, dtype=old.dtype)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r, c, h, w = x.shape  # [R, C_enc, 7, 7]

@@ -26,6 +26,7 @@ model.roi_heads.modulator.out_channels = 192
 model.roi_heads.box_head.update(
     input_shape=ShapeSpec(channels=192, height=7, width=7), decoder_dim=128, depth=2, num_heads=4
 )
+model.roi_heads.box_head.pretrain_grid = 10  # the MAE demo's decoder table: 160 px / patch 16
 model.roi_heads.box_predictor.input_shape = ShapeSpec(channels=128)
 model.roi_heads.batch_size_per_image = 32  # the decoder head costs per RoI x 49 tokens
 model.proposal_generator.anchor_generator.sizes = [[16], [32], [64], [128], [256]]
