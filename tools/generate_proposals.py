@@ -22,7 +22,6 @@ import glob
 import os
 import sys
 
-from d2ext.data.datasets import list_image_folder
 from d2ext.proposals import (
     BACKENDS,
     DEFAULT_BACKEND,
@@ -39,6 +38,8 @@ def list_images(spec: str) -> list[tuple[str, str]]:
     """(key, path) of every image in a folder (recursively) or file matching a glob; a glob's
     keys are paths relative to the deepest folder that holds every match."""
     if os.path.isdir(spec):
+        from d2ext.data.datasets import list_image_folder
+
         return list_image_folder(spec)
     paths = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
     if not paths:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The single train / evaluate entry point of d2ext.
 
-    python tools/train_net.py --config-file CONFIG.py [--resume] [--eval-only] \
+    python tools/train_net.py --config-file CONFIG.py [--resume] [--eval-only] \\
         [--num-gpus N] [--num-machines M --machine-rank R --dist-url URL] [key=value ...]
 
 Without a GPU, ``--num-gpus N`` starts N CPU processes that train together over gloo.
@@ -13,12 +13,16 @@ unless ``train.allow_partial_init=True``. Overrides must name existing keys, wit
 existing type; ``None``/``null`` set None.
 """
 
-from detectron2.engine import launch
-
-from d2ext.engine.train_loop import argument_parser, main
+from d2ext.utils.arguments import argument_parser
 
 if __name__ == "__main__":
-    args = argument_parser().parse_args()
+    # parsed before torch and detectron2 load: --help and argument errors are instant
+    args = argument_parser(description=__doc__).parse_args()
+
+    from detectron2.engine import launch
+
+    from d2ext.engine.train_loop import main
+
     launch(
         main,
         args.num_gpus,

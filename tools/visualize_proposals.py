@@ -11,12 +11,13 @@ import argparse
 import os
 
 import numpy as np
-from detectron2.utils.visualizer import Visualizer
 
 from d2ext.proposals import BACKENDS, DEFAULT_BACKEND, filter_from_name, load_image_rgb
 
 
 def draw(image: np.ndarray, boxes_xywh: np.ndarray, title: str) -> np.ndarray:
+    from detectron2.utils.visualizer import Visualizer
+
     vis = Visualizer(image)
     xyxy = np.concatenate([boxes_xywh[:, :2], boxes_xywh[:, :2] + boxes_xywh[:, 2:]], axis=1)
     rng = np.random.default_rng(0)
@@ -27,11 +28,20 @@ def draw(image: np.ndarray, boxes_xywh: np.ndarray, title: str) -> np.ndarray:
 
 
 def main(argv=None) -> list[str]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
-    parser.add_argument("images", nargs="+")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--backend", default=DEFAULT_BACKEND, choices=sorted(BACKENDS))
-    parser.add_argument("--filter", default="ratio3size0308")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("images", nargs="+", help="image files")
+    parser.add_argument("--out", required=True, help="folder of the PNGs")
+    parser.add_argument(
+        "--backend",
+        default=DEFAULT_BACKEND,
+        choices=sorted(BACKENDS),
+        help="selective-search implementation (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--filter", default="ratio3size0308", help="proposal filter (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     filt = filter_from_name(args.filter)
     os.makedirs(args.out, exist_ok=True)

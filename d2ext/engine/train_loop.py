@@ -19,7 +19,6 @@ from detectron2.engine import (
     AMPTrainer,
     SimpleTrainer,
     create_ddp_model,
-    default_argument_parser,
     default_setup,
     hooks,
 )
@@ -31,6 +30,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from d2ext.checkpoint import D2extCheckpointer
 from d2ext.data import register_all_datasets
+from d2ext.utils.arguments import argument_parser
 from d2ext.utils.io import atomic_write_bytes, remove_stale_temporaries
 
 logger = logging.getLogger("d2ext")
@@ -39,6 +39,7 @@ __all__ = [
     "ConfigKeyError",
     "MetricsJSONWriter",
     "apply_checked_overrides",
+    "argument_parser",
     "PeriodicCheckpointer",
     "build_checkpointer",
     "build_trainer",
@@ -475,11 +476,3 @@ def main(args):
         return do_test(cfg, model)
     # EvalHook evaluates after the last iteration (and every train.eval_period if > 0).
     do_train(cfg, resume=args.resume)
-
-
-def argument_parser():
-    parser = default_argument_parser(
-        epilog="Example: python tools/train_net.py --config-file "
-        "configs/baselines/faster_rcnn_R18_FPN_demo.py train.max_iter=100"
-    )
-    return parser

@@ -26,7 +26,9 @@ CO = os.path.join(CONFIGS, "co_deformable_detr_R18_demo.py")
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--out", default=os.path.join(REPO, "output", "codetr_demo"))
     parser.add_argument("--backbone-iters", type=int, default=400)

@@ -40,7 +40,9 @@ def _random_vocabulary(path: str, labels, dim: int, seed: int) -> None:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--iters", type=int, default=None, help="default: the configs' 600")
     parser.add_argument("--out", default=os.path.join(REPO, "output", "scaledet_demo"))

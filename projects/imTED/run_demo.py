@@ -45,7 +45,9 @@ def _convert(mae_ckpt: str, out: str, encoder_only: bool, unsafe: bool = False) 
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--mae-iters", type=int, default=None, help="default: the config's")
     parser.add_argument("--iters", type=int, default=None, help="fine-tuning; default: config's")
