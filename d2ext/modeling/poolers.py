@@ -4,10 +4,11 @@ from collections.abc import Callable, Sequence
 
 import torch
 from detectron2.layers import nonzero_tuple
-from detectron2.modeling.poolers import ROIPooler, _create_zeros, convert_boxes_to_pooler_format
+from detectron2.modeling.poolers import ROIPooler, convert_boxes_to_pooler_format
 from detectron2.structures import Boxes
 
 from d2ext.layers import SOCO_THRESHOLDS, assign_levels_detectron2, assign_levels_soco
+from d2ext.utils.d2_compat import create_zeros as _create_zeros
 
 __all__ = ["ScaleAwareROIPooler"]
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import torch
 from detectron2.config import CfgNode
-from detectron2.solver.build import (
-    _create_gradient_clipper,
-    _generate_optimizer_class_with_gradient_clipping,
-)
 from detectron2.utils.registry import locate
+
+from d2ext.utils.d2_compat import create_gradient_clipper as _create_gradient_clipper
+from d2ext.utils.d2_compat import (
+    generate_optimizer_class_with_gradient_clipping as _generate_optimizer_class_with_gradient_clipping,  # noqa: E501
+)
 
 __all__ = ["CLIP_TYPES", "with_gradient_clipping"]
 

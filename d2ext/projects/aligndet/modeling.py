@@ -15,7 +15,6 @@ the box-level InfoNCE to the online detector's regression losses.
 import torch
 from detectron2.layers import cat
 from detectron2.modeling import FCOS, GeneralizedRCNN, RetinaNet, StandardROIHeads
-from detectron2.modeling.box_regression import _dense_box_regression_loss
 from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
 from detectron2.modeling.sampling import subsample_labels
 from detectron2.structures import Boxes, Instances, pairwise_iou
@@ -24,6 +23,7 @@ from torch import nn
 from d2ext.modeling.deformable_detr import DeformableDETR
 from d2ext.modeling.deformable_detr.criterion import num_positives
 from d2ext.modeling.momentum import MomentumSchedule, make_target, momentum_update
+from d2ext.utils.d2_compat import dense_box_regression_loss as _dense_box_regression_loss
 
 from .loss import box_infonce
 
