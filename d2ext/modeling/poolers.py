@@ -12,7 +12,7 @@ from d2ext.utils.d2_compat import create_zeros as _create_zeros
 
 __all__ = ["ScaleAwareROIPooler"]
 
-LevelRule = str | Callable[[torch.Tensor], torch.Tensor]
+LevelRule = str | Callable[[torch.Tensor], torch.Tensor] | None
 
 
 class ScaleAwareROIPooler(ROIPooler):
@@ -23,7 +23,9 @@ class ScaleAwareROIPooler(ROIPooler):
     sqrt(w * h) it does not exceed (SoCo: 48/96/192/224 for P2..P5); boxes above the last
     bound have no level (unless ``clamp_top``) and get all-zero features. A callable
     ``rule(boxes [M, 4]) -> int64 [M]`` (indices into the pooled levels, -1 for none) may be
-    given instead, and ``forward`` also accepts precomputed ``level_assignments``.
+    given instead, and ``forward`` also accepts precomputed ``level_assignments``. With
+    ``level_rule=None`` the pooler has no rule of its own: the caller owns the levels and
+    ``forward`` requires ``level_assignments``.
     """
 
     def __init__(
@@ -37,7 +39,8 @@ class ScaleAwareROIPooler(ROIPooler):
     ):
         """
         Args:
-            level_rule: "detectron2", "soco", or a callable as described above.
+            level_rule: "detectron2", "soco", a callable as described above, or None (the
+                levels are always given to ``forward``).
             soco_thresholds: the "soco" rule's upper bounds, one per pooled level.
             soco_inclusive: the "soco" rule measures inclusive pixel widths (x2 - x1 + 1).
             clamp_top: the "soco" rule puts boxes above the last bound on the last level.
@@ -49,6 +52,8 @@ class ScaleAwareROIPooler(ROIPooler):
             raise ValueError(
                 f"level_rule must be 'detectron2', 'soco' or a callable: {level_rule!r}"
             )
+        if level_rule is not None and not isinstance(level_rule, str) and not callable(level_rule):
+            raise ValueError(f"level_rule must be a str, a callable or None: {level_rule!r}")
         if level_rule == "soco" and len(soco_thresholds) != len(self.level_poolers):
             raise ValueError(
                 f"{len(soco_thresholds)} soco_thresholds for {len(self.level_poolers)} levels"
@@ -60,6 +65,11 @@ class ScaleAwareROIPooler(ROIPooler):
 
     def assign_levels(self, boxes: torch.Tensor) -> torch.Tensor:
         """Level index (into the pooled levels) of each box of [M, 4] ``boxes``; -1 for none."""
+        if self.level_rule is None:
+            raise ValueError(
+                "this ScaleAwareROIPooler has no level rule (level_rule=None): its caller "
+                "assigns the levels and passes level_assignments"
+            )
         if self.level_rule == "detectron2":
             return assign_levels_detectron2(
                 boxes, self.min_level, self.max_level, self.canonical_box_size, self.canonical_level
@@ -81,7 +91,7 @@ class ScaleAwareROIPooler(ROIPooler):
             x: feature maps [N, C, H_l, W_l], one per level of ``scales``.
             box_lists: N Boxes, in the input image's coordinates.
             level_assignments: optional int64 [M] level of each of the M boxes (-1: none);
-                computed with ``level_rule`` when not given.
+                computed with ``level_rule`` when not given (required when it is None).
 
         Returns:
             [M, C, output_size, output_size] pooled features; zeros for boxes without a level.

@@ -19,6 +19,8 @@ from torch import nn
 from d2ext.modeling.momentum import MomentumSchedule, make_target, momentum_update
 from d2ext.modeling.poolers import ScaleAwareROIPooler
 
+from .mapper import SOCO_BOX_LIST_VIEWS
+
 __all__ = ["SOCO_TO_DETECTRON2", "MLP", "SoCo", "byol_loss"]
 
 # Prefix map of tools/convert_pretrain.py / d2ext.checkpoint.convert_state_dict from a SoCo
@@ -28,8 +30,10 @@ SOCO_TO_DETECTRON2 = (
     ("online.box_head.", "roi_heads.box_head."),
 )
 
-# (online view, target view) pairs of the loss: SoCo's symmetrised (V1, V2) and (V1, V3).
-SOCO_VIEW_PAIRS = ((0, 1), (1, 0), (0, 2), (2, 0))
+# (online box list, target box list) pairs of the loss, indices into the mapper's four box
+# lists (SOCO_BOX_LIST_VIEWS: V1 for (V1, V2), V2, V1 for (V1, V3), V3): SoCo's symmetrised
+# (V1, V2) and (V1, V3).
+SOCO_VIEW_PAIRS = ((0, 1), (1, 0), (2, 3), (3, 2))
 
 
 class MLP(nn.Sequential):
@@ -58,15 +62,51 @@ def byol_loss(online: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 2.0 - 2.0 * F.cosine_similarity(online, target.detach(), dim=-1, eps=1e-12)
 
 
-class SoCo(nn.Module):
-    """Object-level BYOL over the boxes of :class:`SoCoDatasetMapper`'s three views.
+def zero_init_last_norm(backbone: nn.Module) -> int:
+    """Sets the scale of the last norm of every detectron2 residual block to 0 (SoCo's ResNet,
+    ``contrast/resnet.py:177-186``: ``bn3`` of a bottleneck, ``bn2`` of a basic block).
 
-    Each view's batch goes through the backbone + FPN; each box is pooled (RoIAlign, 7x7,
-    aligned) from the FPN level the mapper assigned to it in that view, then through the box
-    head and the projector; the online branch adds the predictor. For each pair (a, b) of
-    ``view_pairs`` the loss is the mean over boxes valid in both views of
-    2 - 2 cos(predictor(online_a), projector_target(b)); the pairs are reported separately and
-    summed by the trainer.
+    Returns:
+        the number of norms set.
+    """
+    from detectron2.modeling.backbone.resnet import BasicBlock, BottleneckBlock
+
+    count = 0
+    for m in backbone.modules():
+        conv = (
+            m.conv3
+            if isinstance(m, BottleneckBlock)
+            else m.conv2
+            if isinstance(m, BasicBlock)
+            else None
+        )
+        weight = getattr(getattr(conv, "norm", None), "weight", None)
+        if isinstance(weight, nn.Parameter):
+            with torch.no_grad():
+                weight.zero_()
+            count += 1
+    return count
+
+
+class SoCo(nn.Module):
+    """Object-level BYOL over the box lists of :class:`SoCoDatasetMapper`'s three views.
+
+    Each view's batch goes through the backbone + FPN. Each of the four box lists is pooled
+    (RoIAlign 7x7, aligned) on its view's features; with ``pool_all_levels`` (the authors'
+    ``contrast/models/SoCo_FPN.py:157-275``) every box is pooled from each of the levels of
+    ``in_features`` and each level's boxes go through the box head, projector (and, online,
+    the predictor) as their own batch, and a box's embedding is the one of the level the
+    mapper assigned it; otherwise each box is pooled once, from its assigned level, and all go
+    through the head as one batch. The level rule belongs to the mapper (``levels``); the
+    pooler has none.
+
+    For each pair (a, b) of ``view_pairs`` (indices into the box lists) a box of list a and
+    a box of list b of the same image form a positive pair when they carry the same proposal
+    ``ids`` and both have a level; duplicates form several pairs. The loss of the pair is
+    2 - 2 cos(predictor(online_a), projector_target(b)), averaged per image over its pairs
+    (an image without pairs gives 0) and then over the images of the batch
+    (``loss_average="image"``, the authors'), or averaged over all pairs of the batch
+    (``loss_average="pair"``). The pairs are reported separately and summed by the trainer.
 
     Every forward in training mode first steps the target's EMA (:class:`MomentumSchedule`,
     m0 ``base_momentum`` raised to 1 over ``total_steps`` iterations on a cosine), so a
@@ -75,11 +115,18 @@ class SoCo(nn.Module):
     Args:
         backbone: backbone + FPN (detectron2 ``Backbone``) of the online network.
         box_head: R-CNN box head (SoCo: 4conv1fc) on the pooled boxes.
-        in_features: FPN levels the boxes are pooled from (P2-P5, SoCo's level rule).
+        in_features: FPN levels the boxes are pooled from (P2-P5); level j of the mapper is
+            ``in_features[j]``.
         pooler_resolution, pooler_sampling_ratio, pooler_type: the RoI pooler's.
+        pool_all_levels: pool every box at every level, one head batch per level (above).
         projector_hidden_dim, out_dim, mlp_norm: projector and predictor MLPs.
-        view_pairs: (online view, target view) pairs of the loss.
-        pixel_mean, pixel_std: input normalisation.
+        view_pairs: (online box list, target box list) pairs of the loss.
+        box_list_views: the view of each box list.
+        loss_average: "image" or "pair" (above).
+        zero_init_residual: set the last norm's scale of every residual block of the backbone
+            to 0 (:func:`zero_init_last_norm`), as the authors' ResNet.
+        pixel_mean, pixel_std: input normalisation, in the views' channel order (default:
+            SoCo's RGB ImageNet mean / std on 0-255).
         base_momentum: m0 of the target's EMA (SoCo: 0.99).
         total_steps: iterations of the run, K of the cosine (configs: ``"${train.max_iter}"``);
             needed to train.
@@ -94,12 +141,16 @@ class SoCo(nn.Module):
         pooler_resolution: int = 7,
         pooler_sampling_ratio: int = 0,
         pooler_type: str = "ROIAlignV2",
+        pool_all_levels: bool = True,
         projector_hidden_dim: int = 4096,
         out_dim: int = 256,
         mlp_norm: str = "BN",
         view_pairs: Sequence[tuple[int, int]] = SOCO_VIEW_PAIRS,
-        pixel_mean: Sequence[float] = (103.530, 116.280, 123.675),
-        pixel_std: Sequence[float] = (57.375, 57.120, 58.395),
+        box_list_views: Sequence[int] = SOCO_BOX_LIST_VIEWS,
+        loss_average: str = "image",
+        zero_init_residual: bool = True,
+        pixel_mean: Sequence[float] = (123.675, 116.280, 103.530),
+        pixel_std: Sequence[float] = (58.395, 57.120, 57.375),
         base_momentum: float = 0.99,
         total_steps: int | None = None,
     ):
@@ -108,6 +159,15 @@ class SoCo(nn.Module):
         missing = [f for f in in_features if f not in shapes]
         if missing:
             raise ValueError(f"backbone has no feature {missing}; it has {sorted(shapes)}")
+        if loss_average not in ("image", "pair"):
+            raise ValueError(f"loss_average must be 'image' or 'pair', got {loss_average!r}")
+        self.box_list_views = tuple(int(v) for v in box_list_views)
+        self.view_pairs = tuple(tuple(p) for p in view_pairs)
+        n_lists = len(self.box_list_views)
+        if any(not 0 <= i < n_lists for p in self.view_pairs for i in p):
+            raise ValueError(f"view_pairs {self.view_pairs} index past {n_lists} box lists")
+        if zero_init_residual:
+            zero_init_last_norm(backbone)
         head_dim = box_head.output_shape.channels
         self.online = nn.ModuleDict(
             {
@@ -125,9 +185,10 @@ class SoCo(nn.Module):
             scales=tuple(1.0 / shapes[f].stride for f in in_features),
             sampling_ratio=pooler_sampling_ratio,
             pooler_type=pooler_type,
-            level_rule="soco",
+            level_rule=None,  # the mapper assigns the levels
         )
-        self.view_pairs = tuple(tuple(p) for p in view_pairs)
+        self.pool_all_levels = pool_all_levels
+        self.loss_average = loss_average
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -139,42 +200,107 @@ class SoCo(nn.Module):
         """target = momentum * target + (1 - momentum) * online."""
         momentum_update(self.online, self.target, momentum)
 
-    def _embed(self, net: nn.ModuleDict, images, boxes, levels) -> torch.Tensor:
+    def _features(self, net: nn.ModuleDict, images: torch.Tensor) -> list[torch.Tensor]:
         x = (images.to(self.device).float() - self.pixel_mean) / self.pixel_std
         # Pad bottom-right to the FPN's stride (112 px V3 views are not multiples of 32); the
         # boxes keep their coordinates.
         x = ImageList.from_tensors(list(x), net["backbone"].size_divisibility).tensor
         features = net["backbone"](x)
-        pooled = self.pooler(
-            [features[f] for f in self.in_features],
-            [Boxes(b.to(self.device)) for b in boxes],
-            level_assignments=torch.cat(levels).to(self.device),
-        )
-        return net["projector"](net["box_head"](pooled))
+        return [features[f] for f in self.in_features]
+
+    def _embed(self, net, predictor, features, boxes, levels) -> torch.Tensor:
+        """[M, out_dim] embeddings of the M boxes of ``boxes`` (one tensor per image)."""
+        box_lists = [Boxes(b.to(self.device)) for b in boxes]
+
+        def head(pooled):
+            e = net["projector"](net["box_head"](pooled))
+            return predictor(e) if predictor is not None else e
+
+        if not self.pool_all_levels:
+            return head(self.pooler(features, box_lists, level_assignments=levels))
+        out = None
+        for level in range(len(features)):
+            at_level = torch.full_like(levels, level)
+            e = head(self.pooler(features, box_lists, level_assignments=at_level))
+            out = e if out is None else torch.where((levels == level)[:, None], e, out)
+        return out
+
+    def _pair_loss(self, q, k, ids_a, ids_b, valid_a, valid_b, img_a, img_b, num_images):
+        """The loss of one (online list, target list) pair, as described in the class."""
+        q = F.normalize(q, dim=1, eps=1e-12)
+        k = F.normalize(k.detach(), dim=1, eps=1e-12)
+        corr = (
+            (img_a[:, None] == img_b[None, :])
+            & (ids_a[:, None] == ids_b[None, :])
+            & valid_a[:, None]
+            & valid_b[None, :]
+        ).to(q.dtype)
+        per_row = (corr * (2.0 - 2.0 * q @ k.t())).sum(1)  # [M_a]
+        if self.loss_average == "pair":
+            return per_row.sum() / corr.sum().clamp(min=1.0)
+        num = q.new_zeros(num_images).index_add(0, img_a, per_row)
+        den = q.new_zeros(num_images).index_add(0, img_a, corr.sum(1))
+        # SoCo's sum(sim * corr) / (sum(corr) + 1e-6) per image, then the mean over images.
+        return (num / (den + 1e-6)).mean()
 
     def forward(self, batched_inputs: list[dict]):
         if not batched_inputs:
             raise ValueError("SoCo got an empty batch")
         if self.training:  # the EMA update that follows the previous optimizer step
             self.momentum_schedule.step(self.online, self.target)
-        num_views = len(batched_inputs[0]["views"])
-        online, target, valid = [], [], []
-        for v in range(num_views):
+        n_lists = len(self.box_list_views)
+        for d in batched_inputs:
+            if len(d["boxes"]) != n_lists or len(d["ids"]) != n_lists:
+                raise ValueError(
+                    f"SoCo expects {n_lists} box lists with ids per image "
+                    f"(views {self.box_list_views}), got {len(d['boxes'])} and "
+                    f"{len(d.get('ids', []))}"
+                )
+        online, target, valid, ids, img = [], [], [], [], []
+        for v in sorted(set(self.box_list_views)):
             images = torch.stack([d["views"][v] for d in batched_inputs])
-            boxes = [d["boxes"][v] for d in batched_inputs]
-            levels = [d["levels"][v] for d in batched_inputs]
-            online.append(self.predictor(self._embed(self.online, images, boxes, levels)))
+            feats = self._features(self.online, images)
             with torch.no_grad():
-                target.append(self._embed(self.target, images, boxes, levels))
-            valid.append(torch.cat(levels).to(self.device) >= 0)
+                feats_t = self._features(self.target, images)
+            for i in [i for i, view in enumerate(self.box_list_views) if view == v]:
+                boxes = [d["boxes"][i] for d in batched_inputs]
+                levels = torch.cat([d["levels"][i] for d in batched_inputs]).to(self.device)
+                online.append((i, self._embed(self.online, self.predictor, feats, boxes, levels)))
+                with torch.no_grad():
+                    target.append((i, self._embed(self.target, None, feats_t, boxes, levels)))
+                valid.append((i, levels >= 0))
+                ids.append((i, torch.cat([d["ids"][i] for d in batched_inputs]).to(self.device)))
+                counts = torch.tensor([len(b) for b in boxes], device=self.device)
+                img.append(
+                    (
+                        i,
+                        torch.repeat_interleave(
+                            torch.arange(len(boxes), device=self.device), counts
+                        ),
+                    )
+                )
+        online, target, valid, ids, img = (
+            [x for _, x in sorted(lst, key=lambda t: t[0])]
+            for lst in (online, target, valid, ids, img)
+        )
         if not self.training:
-            return {"online": online, "target": target, "valid": valid}
+            return {"online": online, "target": target, "valid": valid, "ids": ids}
         losses = {}
+        names = {}
         for a, b in self.view_pairs:
-            both = valid[a] & valid[b]
-            per_box = byol_loss(online[a], target[b])
-            # No pair valid in the batch: a zero that keeps the graph (and DDP) intact.
-            losses[f"loss_v{a + 1}_v{b + 1}"] = (
-                per_box[both].mean() if both.any() else per_box.sum() * 0.0
+            name = f"loss_v{self.box_list_views[a] + 1}_v{self.box_list_views[b] + 1}"
+            names[name] = names.get(name, 0) + 1
+            if names[name] > 1:
+                name = f"{name}_{names[name]}"
+            losses[name] = self._pair_loss(
+                online[a],
+                target[b],
+                ids[a],
+                ids[b],
+                valid[a],
+                valid[b],
+                img[a],
+                img[b],
+                len(batched_inputs),
             )
         return losses
