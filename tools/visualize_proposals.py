@@ -1,10 +1,12 @@
 #!/usr/bin/env python
 """Draws selective-search proposals over images, before and after filtering, as PNGs.
 
-    python tools/visualize_proposals.py IMAGE [IMAGE ...] --out DIR [--filter ratio3size0308]
+    python tools/visualize_proposals.py IMAGE [IMAGE ...] --out DIR [--filter ratio3size0308] \\
+        [--backend d2ext | selectivesearch] [--no-progress]
 
 Each image gives DIR/<name>_proposals.png: the raw proposals (left) and the ones the filter
-keeps (right), drawn with detectron2's Visualizer.
+keeps (right), drawn with detectron2's Visualizer. A progress bar (images done, rate, ETA) goes
+to stderr unless --no-progress.
 """
 
 import argparse
@@ -42,11 +44,15 @@ def main(argv=None) -> list[str]:
     parser.add_argument(
         "--filter", default="ratio3size0308", help="proposal filter (default: %(default)s)"
     )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    from tqdm import tqdm
+
     filt = filter_from_name(args.filter)
     os.makedirs(args.out, exist_ok=True)
     written = []
-    for path in args.images:
+    bar = tqdm(args.images, desc="proposals", unit="img", disable=args.no_progress)
+    for path in bar:
         image = load_image_rgb(path)
         raw = BACKENDS[args.backend](image)
         kept, stage = filt(raw, image.shape[:2])
@@ -57,7 +63,7 @@ def main(argv=None) -> list[str]:
 
         Image.fromarray(np.concatenate([left, right], axis=1)).save(out)
         written.append(out)
-        print(out)
+        bar.write(out)
     return written
 
 
