@@ -12,32 +12,44 @@ import numpy as np
 import torch
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
+from detectron2.layers import nms
 from detectron2.structures import Boxes, Instances
 
-from d2ext.data.transforms import random_colour_op
+from .rand_aug import aligndet_colour_augmentation
 
-__all__ = ["AlignDetDatasetMapper", "aligndet_view_augmentations"]
+__all__ = ["ALIGNDET_SCALES", "AlignDetDatasetMapper", "aligndet_view_augmentations"]
+
+# the authors' short sides (mmdet Resize, multiscale_mode="value": one of them per view)
+ALIGNDET_SCALES = (640, 672, 704, 736, 768, 800)
 
 logger = logging.getLogger(__name__)
 
 
 def aligndet_view_augmentations(
-    short_edge: Sequence[int] = (640, 800), max_size: int = 1333
+    short_edge: Sequence[int] = ALIGNDET_SCALES,
+    max_size: int = 1333,
+    sample_style: str = "choice",
+    image_format: str = "BGR",
 ) -> list[T.Augmentation]:
-    """One view's augmentation: multi-scale resize (short side drawn in ``short_edge``, long side
-    at most ``max_size``), horizontal flip 0.5, one random colour operation."""
+    """One view's augmentation, the authors' by default: resize with the short side one of
+    ``short_edge`` ("choice") or drawn in its [min, max] ("range"), long side at most
+    ``max_size``; horizontal flip 0.5; one of the nine RandAug colour operations
+    (:func:`aligndet_colour_augmentation`)."""
     return [
-        T.ResizeShortestEdge(tuple(short_edge), max_size, sample_style="range"),
+        T.ResizeShortestEdge(tuple(short_edge), max_size, sample_style=sample_style),
         T.RandomFlip(0.5, horizontal=True),
-        random_colour_op(),
+        aligndet_colour_augmentation(image_format=image_format),
     ]
 
 
 class AlignDetDatasetMapper:
     """Two independently augmented views of an image, with its proposals as pseudo boxes.
 
-    Each proposal gets the instance id of its row (0..N-1, made unique across a batch by the
-    model). Boxes follow each view's resize and flip; a box that leaves a view (nothing left
+    The proposals are clipped to the image (degenerate ones dropped), then, with ``nms_iou``,
+    de-duplicated by a score-free NMS that keeps them in file order (a box is dropped when its
+    IoU with an earlier kept box exceeds ``nms_iou``), then cut to ``max_proposals``. Each
+    remaining proposal gets the instance id of its row (0..N-1, made unique across a batch by
+    the model). Boxes follow each view's resize and flip; a box that leaves a view (nothing left
     after clipping, or less than ``min_size`` pixels) is dropped from that view only, so its id
     may be present in one view and absent in the other.
 
@@ -53,6 +65,9 @@ class AlignDetDatasetMapper:
         augmentations: one view's augmentations, drawn anew for each view.
         max_proposals: keep only the first N proposals (AlignDet's top-50 for RetinaNet and
             DETR); None keeps all.
+        nms_iou: IoU threshold of the NMS over the proposals; None: no NMS. Default 0.5: our
+            reading of the "@0.5" in the authors' proposal file name
+            (``train2017_ratio3size0008@0.5.json``); the released code does not define it.
         min_size: boxes narrower or lower than this in a view are dropped from it.
         image_format: the detector's input format.
     """
@@ -63,21 +78,27 @@ class AlignDetDatasetMapper:
         proposals: Callable[[dict], np.ndarray],
         augmentations: Sequence[T.Augmentation] | None = None,
         max_proposals: int | None = None,
+        nms_iou: float | None = 0.5,
         min_size: float = 1.0,
         image_format: str = "BGR",
     ):
         if max_proposals is not None and max_proposals < 1:
             raise ValueError(f"max_proposals must be >= 1 or None, got {max_proposals}")
+        if nms_iou is not None and not 0.0 < nms_iou <= 1.0:
+            raise ValueError(f"nms_iou must be in (0, 1] or None, got {nms_iou}")
         self.proposals = proposals
-        augs = aligndet_view_augmentations() if augmentations is None else augmentations
-        self.augmentations = T.AugmentationList(list(augs))
+        if augmentations is None:
+            augmentations = aligndet_view_augmentations(image_format=image_format)
+        self.augmentations = T.AugmentationList(list(augmentations))
         self.max_proposals = max_proposals
+        self.nms_iou = nms_iou
         self.min_size = float(min_size)
         self.image_format = image_format
 
     def pseudo_boxes(self, dataset_dict: dict, height: int, width: int) -> np.ndarray:
         """The image's proposals as continuous XYXY boxes clipped to the image, degenerate
-        ones dropped, the first ``max_proposals`` kept."""
+        ones dropped, de-duplicated by NMS at ``nms_iou`` (file order), the first
+        ``max_proposals`` kept."""
         boxes = np.asarray(self.proposals(dataset_dict), dtype=np.float32).reshape(-1, 4)
         if not np.isfinite(boxes).all():
             raise ValueError(f"{dataset_dict.get('file_name')}: proposals contain NaN or Inf")
@@ -86,6 +107,11 @@ class AlignDetDatasetMapper:
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         boxes = boxes[keep]
+        if self.nms_iou is not None and len(boxes) > 1:
+            t = torch.from_numpy(boxes)
+            order = -torch.arange(len(t), dtype=torch.float32)  # earlier rows win
+            kept = nms(t, order, self.nms_iou).sort().values.numpy()
+            boxes = boxes[kept]
         return boxes[: self.max_proposals] if self.max_proposals else boxes
 
     def _view(self, image: np.ndarray, boxes: np.ndarray, ids: np.ndarray) -> dict:

@@ -29,6 +29,8 @@ from .loss import box_infonce
 
 __all__ = [
     "ALIGNDET_TO_DETECTRON2",
+    "FCOS_BOX_LOSSES",
+    "SAMPLE_SCOPES",
     "AlignDet",
     "AlignDetDETR",
     "AlignDetFCOS",
@@ -79,10 +81,31 @@ def _ids_of(instances: Instances, matched: torch.Tensor) -> torch.Tensor:
 
 class AlignDetROIHeads(StandardROIHeads):
     """StandardROIHeads whose classifier is replaced by a projector on the box head's output
-    (1024 -> 1024 -> 256 MLP); the box regression keeps detectron2's loss. Sampling is the
-    heads' own (AlignDet: 4096 RoIs per image, positive fraction 1.0)."""
+    (1024 -> 1024 -> 256 MLP); the box regression keeps detectron2's loss (class-agnostic:
+    one pseudo class).
 
-    def __init__(self, *, projector_hidden_dim: int = 1024, projector_dim: int = 256, **kwargs):
+    Sampling: with ``positives_only`` (the authors' ``RandomSampler(num=4096, pos_fraction=1,
+    neg_pos_ub=0)``) an image's RoIs are up to ``batch_size_per_image * positive_fraction`` of
+    its foreground RoIs, drawn by detectron2's ``subsample_labels``, and no background RoI;
+    an image without foreground RoI contributes none. Without it, detectron2's sampling: the
+    rest up to ``batch_size_per_image`` is filled with background RoIs, which become InfoNCE
+    negatives.
+
+    Args:
+        projector_hidden_dim: hidden width of the projector.
+        projector_dim: embedding width.
+        positives_only: sample foreground RoIs only (authors: True).
+        kwargs: StandardROIHeads' arguments.
+    """
+
+    def __init__(
+        self,
+        *,
+        projector_hidden_dim: int = 1024,
+        projector_dim: int = 256,
+        positives_only: bool = True,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         width = self.box_head.output_shape.channels
         self.projector = nn.Sequential(
@@ -90,6 +113,15 @@ class AlignDetROIHeads(StandardROIHeads):
             nn.ReLU(inplace=True),
             nn.Linear(projector_hidden_dim, projector_dim),
         )
+        self.positives_only = positives_only
+
+    def _sample_proposals(self, matched_idxs, matched_labels, gt_classes):
+        idxs, labels = super()._sample_proposals(matched_idxs, matched_labels, gt_classes)
+        if not self.positives_only:
+            return idxs, labels
+        # subsample_labels puts the positives first; keep them only
+        fg = (labels >= 0) & (labels < self.num_classes)
+        return idxs[fg], labels[fg]
 
     def align(self, features, proposals, targets):
         """(embeddings [R, D], ids [R], {"loss_box_reg"}) over the sampled RoIs of all images."""
@@ -135,17 +167,47 @@ class AlignDetRCNN(_FrozenBottomUp, GeneralizedRCNN):
 # ---------------------------------------------------------------------------------- dense
 
 
+SAMPLE_SCOPES = ("batch", "image")
+
+
 class _AlignDense(_FrozenBottomUp):
     """Shared ``align_forward`` of RetinaNet and FCOS: head -> per-position embeddings and box
     predictions; the detector's own anchor assignment; its regression losses; ``num_samples``
-    positions per image (positives first) for the contrastive loss."""
+    positions for the contrastive loss, positives first (detectron2's ``subsample_labels`` at
+    positive fraction 1.0: up to ``num_samples`` matched positions, background positions fill
+    the rest), drawn per image (``sample_scope="image"``) or over all positions of the
+    process's batch (``"batch"``)."""
 
     num_samples: int
+    sample_scope: str
 
-    def _setup_alignment(self, projector: nn.Module, num_samples: int) -> None:
+    def _setup_alignment(self, projector: nn.Module, num_samples: int, sample_scope: str) -> None:
+        if sample_scope not in SAMPLE_SCOPES:
+            raise ValueError(f"sample_scope must be one of {SAMPLE_SCOPES}, got {sample_scope!r}")
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         self.head.projector = projector
         self.num_samples = num_samples
+        self.sample_scope = sample_scope
         self._freeze_for_alignment(self.head.cls_score)
+
+    def sample_positions(self, matched: torch.Tensor) -> torch.Tensor:
+        """[N, R] bool mask of the positions drawn for the contrastive loss.
+
+        Args:
+            matched: [N, R] per position the index of its pseudo box, -1 background, -2
+                ignored (never drawn).
+        """
+        # labels for the sampler: 0 = matched, 1 = background, -1 = ignored
+        labels = torch.where(matched >= 0, 0, torch.where(matched == -1, 1, -1))
+        mask = torch.zeros_like(matched, dtype=torch.bool)
+        rows = [labels.flatten()] if self.sample_scope == "batch" else list(labels)
+        flat = mask.view(len(rows), -1)
+        for i, row in enumerate(rows):
+            pos, neg = subsample_labels(row, self.num_samples, 1.0, 1)
+            flat[i, pos] = True
+            flat[i, neg] = True
+        return mask
 
     def align_forward(self, batched_inputs: list[dict], with_losses: bool = True):
         images = self.preprocess_image(batched_inputs)
@@ -154,18 +216,16 @@ class _AlignDense(_FrozenBottomUp):
         features = [features[f] for f in self.head_in_features]
         emb, predictions = self._align_head(features)
         anchors = self.anchor_generator(features)
-        matched = [self._match(anchors, inst) for inst in gt]
-        losses = self._align_losses(anchors, predictions, matched, gt) if with_losses else {}
+        matched = torch.stack([self._match(anchors, inst) for inst in gt])  # [N, R]
+        sampled = self.sample_positions(matched)
+        losses = (
+            self._align_losses(anchors, predictions, list(matched), gt, sampled)
+            if with_losses
+            else {}
+        )
         emb = cat(emb, dim=1)  # [N, R, D]
-        out_emb, out_ids = [], []
-        for i, (m, inst) in enumerate(zip(matched, gt)):
-            # labels for the sampler: 0 = matched, 1 = background, -1 = ignored
-            labels = torch.where(m >= 0, 0, torch.where(m == -1, 1, -1))
-            pos, neg = subsample_labels(labels, self.num_samples, 1.0, 1)
-            keep = torch.cat([pos, neg])
-            out_emb.append(emb[i, keep])
-            out_ids.append(_ids_of(inst, m[keep]))
-        return losses, cat(out_emb), cat(out_ids)
+        ids = torch.stack([_ids_of(inst, m) for m, inst in zip(matched, gt)])
+        return losses, emb[sampled], ids[sampled]
 
     def _regression_targets(self, matched, gt):
         pos_mask = torch.stack([m >= 0 for m in matched])
@@ -181,9 +241,18 @@ class _AlignDense(_FrozenBottomUp):
 class AlignDetRetinaNet(_AlignDense, RetinaNet):
     """RetinaNet with the classification conv replaced by the projector
     Conv1x1-ReLU-Conv1x1(A x 256) on the classification subnet; anchors are assigned by the
-    detector's own IoU matcher; its box regression loss (detectron2's type and beta)."""
+    detector's own IoU matcher; its box regression loss (detectron2's type and beta) over all
+    matched anchors. Contrastive samples: ``num_samples`` per image (the authors' mmdet
+    ``AnchorHead`` samples per image)."""
 
-    def __init__(self, *, projector_dim: int = 256, num_samples: int = 2048, **kwargs):
+    def __init__(
+        self,
+        *,
+        projector_dim: int = 256,
+        num_samples: int = 2048,
+        sample_scope: str = "image",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         width = self.head.cls_score.in_channels
         num_anchors = self.head.cls_score.out_channels // self.num_classes
@@ -193,7 +262,7 @@ class AlignDetRetinaNet(_AlignDense, RetinaNet):
             nn.ReLU(inplace=True),
             nn.Conv2d(width, num_anchors * projector_dim, 1),
         )
-        self._setup_alignment(projector, num_samples)
+        self._setup_alignment(projector, num_samples, sample_scope)
 
     def _align_head(self, features):
         emb, deltas = [], []
@@ -216,7 +285,7 @@ class AlignDetRetinaNet(_AlignDense, RetinaNet):
         matched[labels == -1] = -2
         return matched
 
-    def _align_losses(self, anchors, predictions, matched, gt):
+    def _align_losses(self, anchors, predictions, matched, gt, sampled):
         pos_mask, gt_boxes = self._regression_targets(matched, gt)
         normalizer = self._ema_update("loss_normalizer", max(int(pos_mask.sum()), 1), 100)
         loss = _dense_box_regression_loss(
@@ -231,31 +300,66 @@ class AlignDetRetinaNet(_AlignDense, RetinaNet):
         return {"loss_box_reg": loss / normalizer}
 
 
+FCOS_BOX_LOSSES = ("aligndet", "detectron2")
+
+
 class AlignDetFCOS(_AlignDense, FCOS):
     """FCOS with the classification conv replaced by the projector Conv3x3-ReLU-Conv1x1(256)
-    on the classification subnet; locations are assigned by FCOS's own rule (centre sampling,
-    scale ranges, smallest box); its GIoU and centerness losses."""
+    on the classification subnet; locations are assigned by FCOS's own rule (scale ranges,
+    smallest box; centre sampling by the detector's ``center_sampling_radius``, infinite for
+    none).
 
-    def __init__(self, *, projector_dim: int = 256, num_samples: int = 2048, **kwargs):
+    Losses, ``box_loss="aligndet"`` (the authors' mmdet FCOS head): over the **sampled**
+    positive locations, -log IoU of the decoded box with its pseudo box (IoU clamped at 1e-6),
+    weighted by the centerness target and divided by the sum of those weights, and the
+    centerness BCE divided by their number. ``"detectron2"``: GIoU and centerness BCE over all
+    positive locations, divided by detectron2's EMA of the positive count.
+
+    Args:
+        projector_dim: embedding width.
+        num_samples: contrastive samples (authors: 2048 per GPU batch).
+        sample_scope: "batch" (authors: over the batch's locations, all levels) or "image".
+        box_loss: one of :data:`FCOS_BOX_LOSSES`.
+        ctrness_on: "cls" (authors: centerness from the classification tower) or "box"
+            (detectron2: from the box tower).
+        kwargs: FCOS's arguments.
+    """
+
+    def __init__(
+        self,
+        *,
+        projector_dim: int = 256,
+        num_samples: int = 2048,
+        sample_scope: str = "batch",
+        box_loss: str = "aligndet",
+        ctrness_on: str = "cls",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
+        if box_loss not in FCOS_BOX_LOSSES:
+            raise ValueError(f"box_loss must be one of {FCOS_BOX_LOSSES}, got {box_loss!r}")
+        if ctrness_on not in ("cls", "box"):
+            raise ValueError(f"ctrness_on must be 'cls' or 'box', got {ctrness_on!r}")
         width = self.head.cls_score.in_channels
         self.projector_dim = projector_dim
+        self.box_loss = box_loss
+        self.ctrness_on = ctrness_on
         projector = nn.Sequential(
             nn.Conv2d(width, width, 3, padding=1),
             nn.ReLU(inplace=True),
             nn.Conv2d(width, projector_dim, 1),
         )
-        self._setup_alignment(projector, num_samples)
+        self._setup_alignment(projector, num_samples, sample_scope)
 
     def _align_head(self, features):
         emb, deltas, ctr = [], [], []
         for f in features:
-            emb.append(
-                permute_to_N_HWA_K(self.head.projector(self.head.cls_subnet(f)), self.projector_dim)
-            )
+            cls_feature = self.head.cls_subnet(f)
+            emb.append(permute_to_N_HWA_K(self.head.projector(cls_feature), self.projector_dim))
             box_feature = self.head.bbox_subnet(f)
             deltas.append(permute_to_N_HWA_K(self.head.bbox_pred(box_feature), 4))
-            ctr.append(permute_to_N_HWA_K(self.head.ctrness(box_feature), 1))
+            ctr_feature = cls_feature if self.ctrness_on == "cls" else box_feature
+            ctr.append(permute_to_N_HWA_K(self.head.ctrness(ctr_feature), 1))
         return emb, {"deltas": deltas, "ctrness": ctr}
 
     @torch.no_grad()
@@ -268,23 +372,47 @@ class AlignDetFCOS(_AlignDense, FCOS):
         matched[quality < 1e-5] = -1
         return matched
 
-    def _align_losses(self, anchors, predictions, matched, gt):
+    def _align_losses(self, anchors, predictions, matched, gt, sampled):
         pos_mask, gt_boxes = self._regression_targets(matched, gt)
-        normalizer = self._ema_update("loss_normalizer", max(int(pos_mask.sum()), 1), 300)
-        loss_loc = _dense_box_regression_loss(
-            anchors,
-            self.box2box_transform,
-            predictions["deltas"],
-            gt_boxes,
-            pos_mask,
-            box_reg_loss_type="giou",
-        )
         ctr_targets = self.compute_ctrness_targets(anchors, gt_boxes)
         ctr = torch.cat(predictions["ctrness"], dim=1).squeeze(2)
+        if self.box_loss == "detectron2":
+            normalizer = self._ema_update("loss_normalizer", max(int(pos_mask.sum()), 1), 300)
+            loss_loc = _dense_box_regression_loss(
+                anchors,
+                self.box2box_transform,
+                predictions["deltas"],
+                gt_boxes,
+                pos_mask,
+                box_reg_loss_type="giou",
+            )
+            loss_ctr = nn.functional.binary_cross_entropy_with_logits(
+                ctr[pos_mask], ctr_targets[pos_mask], reduction="sum"
+            )
+            return {"loss_fcos_loc": loss_loc / normalizer, "loss_fcos_ctr": loss_ctr / normalizer}
+        pos = pos_mask & sampled
+        weight = ctr_targets[pos]
+        all_anchors = Boxes.cat(anchors).tensor
+        image_idx, anchor_idx = pos.nonzero(as_tuple=True)
+        deltas = torch.cat(predictions["deltas"], dim=1)[pos]
+        pred = self.box2box_transform.apply_deltas(deltas, all_anchors[anchor_idx])
+        target = torch.stack(gt_boxes)[pos]
+        iou = _aligned_iou(pred, target).clamp(min=1e-6)
+        loss_loc = (-iou.log() * weight).sum() / weight.sum().clamp(min=1e-6)
         loss_ctr = nn.functional.binary_cross_entropy_with_logits(
-            ctr[pos_mask], ctr_targets[pos_mask], reduction="sum"
-        )
-        return {"loss_fcos_loc": loss_loc / normalizer, "loss_fcos_ctr": loss_ctr / normalizer}
+            ctr[pos], weight, reduction="sum"
+        ) / max(int(pos.sum()), 1)
+        return {"loss_fcos_loc": loss_loc, "loss_fcos_ctr": loss_ctr}
+
+
+def _aligned_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of a[i] and b[i] (XYXY, continuous coordinates; mmdet's ``is_aligned`` overlaps)."""
+    lt = torch.max(a[:, :2], b[:, :2])
+    rb = torch.min(a[:, 2:], b[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=1)
+    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(dim=1)
+    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(dim=1)
+    return inter / (area_a + area_b - inter).clamp(min=1e-6)
 
 
 # ---------------------------------------------------------------------------------- DETR

@@ -21,6 +21,7 @@ dataloader.train = aligndet_loader(
     "d2ext_demo_unlabeled",
     "${oc.env:DETECTRON2_DATASETS,datasets}/d2ext_demo/proposals/aligndet_unlabeled",
     short_edge=(176, 208),
+    sample_style="range",
     max_size=320,
     batch=4,
     max_proposals=50,

@@ -2,8 +2,8 @@
 (configs/common/models/deformable_detr.py, the base detector of Co-DETR) on COCO train2017
 images (labels unused): 12 epochs at batch 16, the detector's own optimiser (AdamW 2e-4,
 wd 1e-4, clip 0.1, lr x0.1 after epoch 11); momentum detector 0.996 -> 1 (cosine) with the query
-embeddings copied; two views at short side 640-800 (long side at most 1333), flip, one colour
-op; top-50 proposals per image; the ResNet frozen.
+embeddings copied; two views at short side 640-800 (long side at most 1333), flip, one of the
+nine RandAug colour operations; top-50 proposals per image; the ResNet frozen.
 
 Needs the proposals (AlignDet's ratio3size0008 filter) and an ImageNet ResNet-50 (torchvision
 weights, RGB) for both detectors, as a local file:
@@ -23,6 +23,7 @@ dataloader.train = aligndet_loader(
     "coco_2017_train",
     "${oc.env:DETECTRON2_DATASETS,datasets}/coco/proposals_aligndet",
     short_edge=(640, 800),
+    sample_style="range",
     max_size=1333,
     batch=16,
     max_proposals=50,

@@ -1,7 +1,9 @@
 """AlignDet box-domain pretraining of Faster R-CNN R50-FPN on COCO train2017 images (labels unused),
-the authors' recipe: 12 epochs at batch 16 (90k iterations), SGD 0.02, wd 1e-4, steps at 2/3
-and 8/9; momentum detector 0.996 -> 1 (cosine); two views at short side 640-800 (long side at
-most 1333), flip, one colour op; the ResNet frozen (no gradient, BN eval).
+the authors' recipe (configs/selfsup/mask_rcnn.py without the mask head): the schedule and views
+of common/pretrain_coco_12ep.py, SGD 0.02; the box head Shared4Conv1FC (4 conv 256, fc 1024, no
+norm); RPN sampling 4096 anchors per image at positive fraction 1.0 (background fills the rest);
+RoI sampling up to 4096 foreground RoIs per image and no background RoI; the ResNet frozen (no
+gradient, BN eval).
 
 Needs the proposals (AlignDet's ratio3size0008 filter) and an ImageNet ResNet-50 for both
 detectors, as a local file (nothing is downloaded):
@@ -12,10 +14,14 @@ detectors, as a local file (nothing is downloaded):
 """
 
 from d2ext.model_zoo import get_config
-from d2ext.projects.aligndet.builders import aligndet_model
+from d2ext.projects.aligndet.builders import aligndet_model, shared4conv1fc
 
 from .common.pretrain_coco_12ep import dataloader, lr_multiplier, optimizer, train
 
-model = aligndet_model(get_config("common/models/faster_rcnn_fpn.py").model, roi_samples=4096)
+model = get_config("common/models/faster_rcnn_fpn.py").model
+shared4conv1fc(model.roi_heads.box_head)
+model = aligndet_model(
+    model, roi_samples=4096, positives_only=True, rpn_samples=4096, rpn_positive_fraction=1.0
+)
 optimizer.lr = 0.02
 train.output_dir = "output/aligndet_faster_rcnn_R50_FPN_coco_12ep"

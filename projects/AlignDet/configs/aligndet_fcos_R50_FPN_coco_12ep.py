@@ -1,7 +1,8 @@
 """AlignDet box-domain pretraining of FCOS R50-FPN on COCO train2017 images (labels unused),
-the authors' recipe: 12 epochs at batch 16 (90k iterations), SGD 0.01, wd 1e-4, steps at 2/3
-and 8/9; momentum detector 0.996 -> 1 (cosine); two views at short side 640-800 (long side at
-most 1333), flip, one colour op; the ResNet frozen (no gradient, BN eval).
+the authors' recipe (configs/selfsup/fcos.py): the schedule and views of
+common/pretrain_coco_12ep.py, SGD 0.01; 2048 contrastive locations per process batch (all
+levels), no centre sampling, centerness on the classification tower, -log IoU box loss weighted
+by centerness over the sampled positives; the ResNet frozen (no gradient, BN eval).
 
 Needs the proposals (AlignDet's ratio3size0008 filter) and an ImageNet ResNet-50 for both
 detectors, as a local file (nothing is downloaded):
@@ -16,6 +17,13 @@ from d2ext.projects.aligndet.builders import aligndet_model
 
 from .common.pretrain_coco_12ep import dataloader, lr_multiplier, optimizer, train
 
-model = aligndet_model(get_config("common/models/fcos_fpn.py").model, num_samples=2048)
+model = aligndet_model(
+    get_config("common/models/fcos_fpn.py").model,
+    num_samples=2048,
+    sample_scope="batch",
+    box_loss="aligndet",
+    ctrness_on="cls",
+    center_sampling=False,
+)
 optimizer.lr = 0.01
 train.output_dir = "output/aligndet_fcos_R50_FPN_coco_12ep"

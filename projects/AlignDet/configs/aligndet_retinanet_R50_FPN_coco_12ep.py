@@ -1,7 +1,7 @@
 """AlignDet box-domain pretraining of RetinaNet R50-FPN on COCO train2017 images (labels unused),
-the authors' recipe: 12 epochs at batch 16 (90k iterations), SGD 0.01, wd 1e-4, steps at 2/3
-and 8/9; momentum detector 0.996 -> 1 (cosine); two views at short side 640-800 (long side at
-most 1333), flip, one colour op; the ResNet frozen (no gradient, BN eval).
+the authors' recipe (configs/selfsup/retinanet.py): the schedule and views of
+common/pretrain_coco_12ep.py, SGD 0.01; the first 50 proposals per image; 2048 contrastive
+anchors per image; the ResNet frozen (no gradient, BN eval).
 
 Needs the proposals (AlignDet's ratio3size0008 filter) and an ImageNet ResNet-50 for both
 detectors, as a local file (nothing is downloaded):

@@ -1,5 +1,7 @@
-"""Fine-tuning RetinaNet R50-FPN 1x on COCO after AlignDet: detectron2's recipe with AlignDet's
-rule, lr x1.5 and wd x0.5 (SGD 0.01 x 1.5, wd 5e-5), 90k iterations at batch 16.
+"""Fine-tuning RetinaNet R50-FPN 1x on COCO after AlignDet, the authors' recipe
+(configs/coco/retinanet_r50_fpn_1x_coco.py): common/finetune_coco_1x.py's schedule, input and
+SGD with lr 0.01 x 1.5, wd 5e-5; ResNet with SyncBN kept in eval mode (norm_eval), stem and res2
+frozen; FPN with SyncBN.
 
     python tools/convert_pretrain.py output/aligndet_retinanet_R50_FPN_coco_12ep/model_final.pth \
         aligndet_d2.pth --map online.= --drop-source projector --config-file <this>
@@ -8,9 +10,12 @@ rule, lr x1.5 and wd x0.5 (SGD 0.01 x 1.5, wd 5e-5), 90k iterations at batch 16.
 """
 
 from d2ext.model_zoo import get_config
+from d2ext.projects.aligndet.builders import aligndet_finetune_backbone
 
 from .common.finetune_coco_1x import dataloader, lr_multiplier, optimizer, train
 
 model = get_config("common/models/retinanet_fpn.py").model
+aligndet_finetune_backbone(model.backbone.bottom_up, norm="SyncBN", freeze_at=2)
+model.backbone.norm = "SyncBN"
 optimizer.lr = 0.01 * 1.5
 train.output_dir = "output/retinanet_R50_FPN_1x_coco_aligndet_finetune"

@@ -1,7 +1,8 @@
 """AlignDet's box-domain pretraining at demo scale on CPU, shared by the R18 demo detectors: the
-400 unlabeled demo images and their ratio3size0008 proposals, two views at short side 176-208,
-8 images per batch, 200 steps of SGD (wd 1e-4, warmup 50, clip 5); momentum detector
-0.996 -> 1 (cosine). The configs add the model and its learning rate."""
+400 unlabeled demo images and their ratio3size0008 proposals (NMS at IoU 0.5), two views at
+short side 176-208 (uniform), flip, one of the nine RandAug colour operations, 8 images per
+batch, 200 steps of SGD (wd 1e-4, warmup 50, clip 5); momentum detector 0.996 -> 1 (cosine).
+The configs add the model and its learning rate."""
 
 from omegaconf import OmegaConf
 
@@ -14,6 +15,7 @@ dataloader.train = aligndet_loader(
     "d2ext_demo_unlabeled",
     "${oc.env:DETECTRON2_DATASETS,datasets}/d2ext_demo/proposals/aligndet_unlabeled",
     short_edge=(176, 208),
+    sample_style="range",
     max_size=320,
     batch=8,
 )
