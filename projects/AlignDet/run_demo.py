@@ -42,6 +42,26 @@ def _save(path: str, state: dict, source: str) -> None:
     save_detectron2_checkpoint(path, state, source=source)
 
 
+def extract(pretrain_dir: str, finetune_config: str, dst: str) -> None:
+    """The AlignDet pretraining's online detector -> the fine-tuning detector's checkpoint at
+    ``dst`` (stops if a key does not fit the detector)."""
+    from detectron2.config import LazyConfig, instantiate
+
+    from d2ext.projects.aligndet import extract_aligndet
+
+    try:
+        _, report = extract_aligndet(
+            os.path.join(pretrain_dir, "model_final.pth"),
+            model=instantiate(LazyConfig.load(finetune_config).model),
+            dst=dst,
+            fail_on=("unexpected", "shape_mismatch"),
+            meta={"source": pretrain_dir},
+        )
+    except ValueError as e:
+        raise SystemExit(str(e)) from e
+    print(report.summary(), "missing:", report.missing, flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -54,12 +74,10 @@ def main(argv=None):
     parser.add_argument("--finetune-iters", type=int, default=None)
     args = parser.parse_args(argv)
 
-    from detectron2.config import LazyConfig, instantiate
-
     from d2ext.data import register_all_datasets
     from d2ext.data.datasets import generate_demo_data
     from d2ext.data.datasets.demo import demo_root
-    from d2ext.projects.aligndet import backbone_init_for_aligndet, extract_aligndet
+    from d2ext.projects.aligndet import backbone_init_for_aligndet
     from d2ext.proposals import ALIGNDET_FILTER, dataset_items, generate_proposals
     from d2ext.utils.io import atomic_write_bytes
 
@@ -99,17 +117,7 @@ def main(argv=None):
         run_train_net(pretrain_cfg, pretrain_dir, extra)
     extracted = os.path.join(run, "aligndet_detectron2.pth")
     if not os.path.exists(extracted):
-        try:
-            _, report = extract_aligndet(
-                os.path.join(pretrain_dir, "model_final.pth"),
-                model=instantiate(LazyConfig.load(finetune_cfg).model),
-                dst=extracted,
-                fail_on=("unexpected", "shape_mismatch"),
-                meta={"source": pretrain_dir},
-            )
-        except ValueError as e:
-            raise SystemExit(str(e)) from e
-        print(report.summary(), "missing:", report.missing, flush=True)
+        extract(pretrain_dir, finetune_cfg, extracted)
 
     # 5. fine-tuning from AlignDet and from the backbone alone
     arms = {
