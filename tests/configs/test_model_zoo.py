@@ -179,11 +179,8 @@ def _soco_optimizer_and_schedule(overrides):
 
 
 def _in_warmup(sched, it, max_iter):
-    """True while the multiplier is below the cosine it warms up to."""
-    import math
-
-    where = it / max_iter
-    return sched(where) < 0.5 * (1 + math.cos(math.pi * where)) - 1e-6
+    """True while the multiplier still rises (the warmup; the cosine after it falls)."""
+    return sched((it + 1) / max_iter) > sched(it / max_iter) + 1e-9
 
 
 def test_soco_lr_and_warmup_follow_batch_size():

@@ -557,3 +557,104 @@ def test_two_process_gloo_pretraining_step(tmp_path, demo_unlabeled_proposals):
     assert last["iteration"] == 1 and 0 < last["momentum"] <= 1
     state = torch.load(tmp_path / "model_final.pth", map_location="cpu")["model"]
     assert any(k.startswith("target.") for k in state) and "predictor.0.weight" in state
+
+
+FULL_100 = "projects/SoCo/configs/soco_R50_FPN_4conv1fc_in1k_100ep.py"
+FULL_400 = "projects/SoCo/configs/soco_R50_FPN_4conv1fc_in1k_400ep.py"
+TRANSFER = "projects/SoCo/configs/mask_rcnn_R50_FPN_4conv1fc_SyncBN_1x_coco.py"
+RGB_MEAN, RGB_STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
+
+
+def _built_mapper(path):
+    cfg = load_config(path)
+    cfg.dataloader.train.mapper.proposals = None  # no proposal cache needed to build it
+    return instantiate(cfg.dataloader.train.mapper)
+
+
+def test_full_recipes_build_the_authors_mapper_and_schedule():
+    m100, m400 = _built_mapper(FULL_100), _built_mapper(FULL_400)
+    assert (m100.cutout_prob, m100.cutout_ratio) == (0.5, (0.1, 0.3))
+    assert m400.cutout_prob == 0.0  # the 400-epoch dataset class has no cutout
+    for m in (m100, m400):
+        assert m.image_format == "RGB" and m.clip_rule == "soco" and m.num_boxes == 4
+        assert (m.jitter_prob, m.jitter_ratio, m.max_tries) == (0.5, 0.1, 5)
+        assert m.cutout_fill == tuple(RGB_MEAN)
+    cfg = load_config(FULL_100)
+    sched = instantiate(cfg.lr_multiplier)
+    max_iter = cfg.train.max_iter
+    warmup = 10 * 1281167 // 2048
+    assert sched(0.0) == pytest.approx(0.01)  # SoCo: lr / 100 at the start
+    assert sched(warmup / max_iter) == pytest.approx(1.0, abs=1e-6)
+    # the cosine spans the post-warmup iterations: 0.5 half-way between warmup and the end
+    assert sched((warmup + (max_iter - warmup) / 2) / max_iter) == pytest.approx(0.5, abs=1e-4)
+
+
+def test_full_recipe_model_pools_all_levels_zero_inits_and_normalises_as_soco():
+    from detectron2.modeling.backbone.resnet import BottleneckBlock
+
+    torch.manual_seed(0)
+    model = instantiate(load_config(FULL_100).model)
+    assert model.pool_all_levels and model.loss_average == "image"
+    assert model.pooler.level_rule is None
+    torch.testing.assert_close(model.pixel_mean.flatten(), torch.tensor(RGB_MEAN))
+    torch.testing.assert_close(model.pixel_std.flatten(), torch.tensor(RGB_STD))
+    blocks = [m for m in model.online.backbone.modules() if isinstance(m, BottleneckBlock)]
+    assert len(blocks) == 16
+    assert all(float(b.conv3.norm.weight.abs().sum()) == 0 for b in blocks)
+
+
+@pytest.mark.parametrize("path", [TRANSFER, FINETUNE])
+def test_finetuning_inputs_are_the_pretraining_inputs(path):
+    cfg = load_config(path)
+    torch.manual_seed(0)
+    detector = instantiate(cfg.model)
+    assert detector.input_format == "RGB"
+    torch.testing.assert_close(detector.pixel_mean.flatten(), torch.tensor(RGB_MEAN))
+    torch.testing.assert_close(detector.pixel_std.flatten(), torch.tensor(RGB_STD))
+    assert cfg.dataloader.train.mapper.image_format == "RGB"
+    assert cfg.dataloader.test.mapper.image_format == "RGB"
+    soco = _tiny_soco()
+    torch.testing.assert_close(soco.pixel_mean, detector.pixel_mean)
+    torch.testing.assert_close(soco.pixel_std, detector.pixel_std)
+    assert _built_mapper(PRETRAIN).image_format == "RGB"
+
+
+class _BNNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 1)
+        self.bn = torch.nn.BatchNorm2d(2)
+
+    def forward(self, batch):
+        return {"loss": self.bn(self.conv(batch)).pow(2).mean()}
+
+
+def test_precise_bn_hook_takes_the_trainers_model_and_sets_true_statistics():
+    from detectron2.engine import SimpleTrainer
+    from fvcore.nn.precise_bn import update_bn_stats
+
+    from d2ext.projects.soco.hooks import PreciseBN
+
+    cfg = load_config(TRANSFER)
+    hook_cfg = cfg.train.extra_hooks[0]
+    assert hook_cfg.num_iter == 200 and hook_cfg.period == cfg.train.eval_period
+    assert hook_cfg.data_loader.mapper.image_format == "RGB"  # the training loader
+
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randn(4, 1, 3, 3, generator=g) * 2 + 5 for _ in range(8)]
+    torch.manual_seed(0)
+    model = _BNNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # weights fixed: statistics are exact
+    trainer = SimpleTrainer(model, batches * 10, opt)
+    trainer.register_hooks([PreciseBN(period=0, data_loader=batches, num_iter=8)])
+    trainer.train(0, 2)  # runs after the last iteration
+    with torch.no_grad():
+        feats = torch.cat([model.conv(b) for b in batches])
+    torch.testing.assert_close(model.bn.running_mean, feats.mean((0, 2, 3)), rtol=1e-4, atol=1e-4)
+    # in a loop of one's own: fvcore's update_bn_stats gives the same statistics
+    other = _BNNet()
+    other.load_state_dict(
+        {k: v for k, v in model.state_dict().items() if "running" not in k}, strict=False
+    )
+    update_bn_stats(other, iter(batches), 8)
+    torch.testing.assert_close(other.bn.running_mean, model.bn.running_mean)

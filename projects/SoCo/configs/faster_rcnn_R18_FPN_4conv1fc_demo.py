@@ -1,5 +1,6 @@
 """Demo fine-tuning for SoCo: the demo Faster R-CNN (configs/baselines/faster_rcnn_R18_FPN_demo)
-with SoCo's 4conv1fc box head (128 channels, BN, FC 512), 300 iterations.
+with SoCo's 4conv1fc box head (128 channels, BN, FC 512), 300 iterations, RGB inputs
+normalised as in SoCo pretraining.
 
 From SoCo:      train.init_checkpoint=<converted SoCo checkpoint>
 From scratch:   train.init_checkpoint=""   (the same network, randomly initialised)
@@ -22,3 +23,9 @@ train.max_iter = 300
 train.checkpointer.period = 100
 train.output_dir = "output/soco_finetune_demo"
 lr_multiplier.warmup_iter = 50
+
+# the pretraining's inputs (SoCoDatasetMapper's RGB views, SoCo's pixel mean / std)
+model.input_format = "RGB"
+model.pixel_mean = [123.675, 116.280, 103.530]
+model.pixel_std = [58.395, 57.120, 57.375]
+dataloader.train.mapper.image_format = "RGB"  # the test mapper follows it

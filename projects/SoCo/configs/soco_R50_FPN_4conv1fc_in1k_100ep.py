@@ -1,6 +1,8 @@
 """SoCo pretraining, the authors' full recipe: ResNet-50 + FPN (P2-P5) + 4conv1fc box head on
-ImageNet-1k, 100 epochs, batch 2048, LARS lr 1.0 x 2048 / 256, wd 1e-5, 10 warmup epochs,
-cosine; momentum 0.99 -> 1 (cosine); SyncBN.
+ImageNet-1k, 100 epochs, batch 2048, LARS lr 1.0 x 2048 / 256, wd 1e-5, 10 warmup epochs
+from lr / 100, cosine over the remaining 90; momentum 0.99 -> 1 (cosine); SyncBN; last norm of
+each bottleneck zero-initialised; RGB views normalised with the ImageNet mean / std; cutout
+inside the V2 / V3 boxes (p 0.5, 0.1-0.3 of the box) as in tools/SoCo_FPN_100ep.sh.
 
 Needs ImageNet's train folder at $DETECTRON2_DATASETS/imagenet/train and its proposals:
     python tools/generate_proposals.py --images $DETECTRON2_DATASETS/imagenet/train \
@@ -16,11 +18,16 @@ from omegaconf import OmegaConf
 from d2ext.data.datasets import image_folder_dicts
 from d2ext.model_zoo import get_config
 from d2ext.projects.soco import SoCo, SoCoDatasetMapper
+from d2ext.projects.soco.schedule import warmup_rescaled_cosine
 from d2ext.proposals import DatasetProposals
 from d2ext.solver.scaling import epochs_to_iters, linear_scaled_lr
 
 optimizer = get_config("common/optim.py").LARS
-lr_multiplier = get_config("common/schedules.py").cosine
+# SoCo's schedule (contrast/lr_scheduler.py): linear warmup from lr / 100, then a cosine over
+# the post-warmup iterations (rescale_interval) to 0 (the authors' eta_min is 1e-6 absolute)
+lr_multiplier = L(warmup_rescaled_cosine)(
+    max_iter="${train.max_iter}", warmup_iter=0, warmup_factor=0.01, end_value=0.0
+)
 train = get_config("common/train.py").train
 
 IMAGENET_TRAIN_IMAGES = 1281167
@@ -45,6 +52,11 @@ model = L(SoCo)(
     projector_hidden_dim=4096,
     out_dim=256,
     mlp_norm="SyncBN",
+    pool_all_levels=True,  # every box at P2-P5, one head batch per level
+    loss_average="image",
+    zero_init_residual=True,
+    pixel_mean=(123.675, 116.280, 103.530),  # RGB, as the mapper's views
+    pixel_std=(58.395, 57.120, 57.375),
     base_momentum=0.99,  # target EMA 0.99 -> 1 (cosine) over the run's iterations
     total_steps="${train.max_iter}",
 )
@@ -61,6 +73,13 @@ dataloader.train = L(build_detection_train_loader)(
         small_view_size=112,
         crop_scale=(0.5, 1.0),
         num_boxes=4,
+        max_tries=5,
+        jitter_prob=0.5,
+        jitter_ratio=0.1,
+        clip_rule="soco",
+        cutout_prob=0.5,
+        cutout_ratio=(0.1, 0.3),
+        image_format="RGB",
     ),
     total_batch_size=BATCH,
     aspect_ratio_grouping=False,
