@@ -79,8 +79,8 @@ def test_positive_queries_counts_padding_and_reference_boxes():
     assert q["ref"].shape == (2, 2, 4) and q["num_pos"] == 3
     assert q["labels"][0].tolist() == [1, 3]
     assert q["labels"][1, 0] == 2 and q["labels"][1, 1] == bg  # padded with a negative
-    # reference = the positive box, clipped to the image, normalised cx, cy, w, h
-    torch.testing.assert_close(q["ref"][0, 1], torch.tensor([0.5, 0.6, 1.0, 0.8]))
+    # reference = the positive box, not clipped to the image, normalised cx, cy, w, h
+    torch.testing.assert_close(q["ref"][0, 1], torch.tensor([0.5, 0.7, 1.4, 1.0]))
     torch.testing.assert_close(q["ref"][1, 0], torch.tensor([0.4, 0.25, 0.4, 0.3]))
     torch.testing.assert_close(q["target_boxes"][0, 0], torch.tensor([26 / 50, 26 / 100, 1.0, 0.5]))
     # the cap: at most max_per_image positives, a random subset

@@ -17,6 +17,7 @@ from torch import nn
 from d2ext.data.transforms import DETR_SCALES
 from d2ext.modeling.deformable_detr import DeformableTransformer
 from d2ext.modeling.deformable_detr.ms_deform_attn import MSDeformAttn
+from d2ext.modeling.deformable_detr.position_encoding import inverse_sigmoid
 from d2ext.projects.codetr import build_positive_queries, octave_anchor_sizes
 from d2ext.projects.codetr import modeling as co_modeling
 
@@ -239,6 +240,11 @@ def test_positive_query_features_head_order_and_embedding(monkeypatch):
         losses = model(inputs)
     rcnn, atss = seen  # head 0 = R-CNN, head 1 = ATSS (the authors' order)
     assert rcnn[0]["boxes"].shape[0] <= model.roi_heads.batch_size_per_image
+    # every image keeps the batch's fewest sampled RoIs, positives first (max_proposal)
+    assert len({len(x["boxes"]) for x in rcnn}) == 1
+    for x in rcnn:
+        fg = (x["labels"] < model.num_classes).long()
+        assert fg.sum() > 0 and torch.equal(fg, fg.sort(descending=True)[0])
     levels = list(maps.values())
     n_anchors = sum(x.shape[2] * x.shape[3] for x in levels)
     assert atss[0]["boxes"].shape[0] == n_anchors and atss[0]["feats"].shape == (n_anchors, 128)
@@ -260,8 +266,11 @@ def test_positive_query_features_head_order_and_embedding(monkeypatch):
     pos_a, con_a = model.positive_query_embedding(1, q)
     pos_b, con_b = model.positive_query_embedding(1, dict(q, feats=q["feats"] + 1.0))
     assert not torch.allclose(con_a, con_b) and torch.equal(pos_a, pos_b)
+    # boxes that cross the border: the authors embed sigmoid(inverse_sigmoid(box))
+    q["ref"] = q["ref"] * 1.5 - 0.25
+    pos_a, con_a = model.positive_query_embedding(1, q)
     base_pos, base_con = model.transformer.query_from_boxes(
-        q["ref"], model.aux_pos_trans[1], model.aux_pos_trans_norm[1]
+        inverse_sigmoid(q["ref"]).sigmoid(), model.aux_pos_trans[1], model.aux_pos_trans_norm[1]
     )
     torch.testing.assert_close(pos_a - base_pos, model.head_pos_embed.weight[1].expand_as(pos_a))
     assert not torch.allclose(con_a, base_con)

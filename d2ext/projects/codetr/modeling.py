@@ -36,6 +36,7 @@ from torchvision.ops import box_convert
 from d2ext.modeling.atss import ATSSHead
 from d2ext.modeling.deformable_detr import DeformableDETR, EncoderOutput, layer_suffixes
 from d2ext.modeling.deformable_detr.criterion import num_positives
+from d2ext.modeling.deformable_detr.position_encoding import inverse_sigmoid
 
 __all__ = [
     "AUXILIARY_PREFIXES",
@@ -158,7 +159,8 @@ def build_positive_queries(
             positive.
 
     Returns:
-        ``ref`` (N, M, 4) the boxes as normalised (cx, cy, w, h) clipped to the image,
+        ``ref`` (N, M, 4) the boxes as normalised (cx, cy, w, h), not clipped (a box that
+        crosses the border keeps its size; the decoder's inverse sigmoid clamps it),
         ``labels`` (N, M), ``target_boxes`` (N, M, 4) normalised cxcywh, ``num_pos``, and
         ``feats`` (N, M, C) when given (zeros for whole-image padding); None when M is 0.
     """
@@ -197,7 +199,7 @@ def build_positive_queries(
             if with_feats:
                 feat = torch.cat([feat, feat.new_zeros(k, feat.shape[1])])
         feats.append(feat)
-        refs.append(box_convert(box.clamp(0, 1), "xyxy", "cxcywh"))
+        refs.append(box_convert(box, "xyxy", "cxcywh"))  # not clipped, as the authors
         targets.append(box_convert(tgt, "xyxy", "cxcywh"))
         labels.append(lab)
     out = {
@@ -293,6 +295,10 @@ class CoDeformableDETR(DeformableDETR):
             proposals, rpn_losses = self.rpn(images, feats, gt)
             roi_losses, sampled = self.roi_heads.losses_and_samples(feats, proposals, gt)
             losses.update({f"aux_rcnn_{k}": v for k, v in {**rpn_losses, **roi_losses}.items()})
+            # every image keeps its first n sampled RoIs (positives come first), n the fewest
+            # of the batch: the authors' max_proposal
+            n = min(len(x) for x in sampled)
+            sampled = [x[:n] for x in sampled]
             positives.append(
                 [
                     {
@@ -321,8 +327,11 @@ class CoDeformableDETR(DeformableDETR):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The (query_pos, content) of head ``head``'s positive queries ``q``
         (``build_positive_queries``'s output), each (N, M, d_model)."""
+        # the authors embed sigmoid(inverse_sigmoid(box)): the box clamped into (0, 1)
         query_pos, content = self.transformer.query_from_boxes(
-            q["ref"], self.aux_pos_trans[head], self.aux_pos_trans_norm[head]
+            inverse_sigmoid(q["ref"]).sigmoid(),
+            self.aux_pos_trans[head],
+            self.aux_pos_trans_norm[head],
         )
         if self.with_coord_feat:
             content = content + self.pos_feats_norm[head](self.pos_feats_trans[head](q["feats"]))
