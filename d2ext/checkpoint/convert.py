@@ -68,8 +68,9 @@ class ConversionReport:
             mapped to ``None``, containing a ``drop_source`` string, or ``optional`` keys the
             model has no place for.
         dropped_predictors: target keys of final layers left out (``keep_predictors=False``).
-        shape_mismatch: (target key, checkpoint shape, model shape) of tensors left out because
-            their shape differs from the model's.
+        shape_mismatch: ``"target key: checkpoint (shape) vs model (shape)"`` (with the
+            ``transform``'s note, if any) of tensors left out because their shape differs from
+            the model's.
         interpolated: target keys whose tensor a ``transform`` resized to the model's shape.
         compared: whether the result was compared with a model.
     """
@@ -80,7 +81,7 @@ class ConversionReport:
     unexpected: list[str] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)
     dropped_predictors: list[str] = field(default_factory=list)
-    shape_mismatch: list[tuple[str, tuple, tuple]] = field(default_factory=list)
+    shape_mismatch: list[str] = field(default_factory=list)
     interpolated: list[str] = field(default_factory=list)
     compared: bool = False
 
@@ -113,11 +114,14 @@ class Transformed(NamedTuple):
         interpolated: record the key in :attr:`ConversionReport.interpolated`.
         check_shape: compare ``value``'s shape with the model's (False for a tensor the model
             adopts at its own shape when loading).
+        note: added to the key's shape-mismatch entry (e.g. how to build the model so that
+            the shapes match).
     """
 
     value: Any
     interpolated: bool = False
     check_shape: bool = True
+    note: str = ""
 
 
 KeyTransform = Callable[[str, str, Any, Any], "Transformed | None"]
@@ -231,15 +235,16 @@ def convert_checkpoint(
                 ).append(key)
                 continue
             expected = target[new]
-        check_shape = True
+        check_shape, note = True, ""
         if transform is not None:
             changed = transform(key, new, value, expected)
             if changed is not None:
-                value, check_shape = changed.value, changed.check_shape
+                value, check_shape, note = changed.value, changed.check_shape, changed.note
                 if changed.interpolated:
                     report.interpolated.append(new)
         if expected is not None and check_shape and tuple(value.shape) != tuple(expected.shape):
-            report.shape_mismatch.append((new, tuple(value.shape), tuple(expected.shape)))
+            entry = f"{new}: checkpoint {tuple(value.shape)} vs model {tuple(expected.shape)}"
+            report.shape_mismatch.append(entry + (f" ({note})" if note else ""))
             continue
         if new in out:
             raise ValueError(f"two source keys map to {new!r}; check the prefix map")
@@ -277,7 +282,7 @@ convert_state_dict = convert_checkpoint
 def compare_with_model(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, list]:
     """What loading ``state_dict`` into ``model`` would do (:func:`convert_checkpoint` with the
     identity map): keys loaded, missing from the checkpoint, unexpected by the model, and
-    present in both with different shapes ((key, checkpoint shape, model shape))."""
+    present in both with different shapes (``"key: checkpoint (shape) vs model (shape)"``)."""
     if not state_dict:
         return {"loaded": [], "missing": sorted(model.state_dict()), "unexpected": [],
                 "shape_mismatch": []}  # fmt: skip

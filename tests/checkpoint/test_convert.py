@@ -140,6 +140,8 @@ def _resize(src, new, value, expected):
         grid = value.reshape(1, 2, 2, 4).permute(0, 3, 1, 2)
         big = torch.nn.functional.interpolate(grid, size=(4, 4), mode="nearest")
         return Transformed(big.permute(0, 2, 3, 1).reshape(1, 16, 4), interpolated=True)
+    if new == "head.fc.weight":
+        return Transformed(value, note="head.fc with 3 outputs")
     return None
 
 
@@ -166,7 +168,9 @@ def test_convert_checkpoint_reports_every_key_and_writes(tmp_path):
     assert sorted(rep.loaded) == ["backbone.conv.bias", "backbone.conv.weight", "backbone.pos",
                                   "head.fc.bias"]  # fmt: skip
     assert rep.interpolated == ["backbone.pos"]
-    assert rep.shape_mismatch == [("head.fc.weight", (3, 4), (2, 4))]
+    assert rep.shape_mismatch == [
+        "head.fc.weight: checkpoint (3, 4) vs model (2, 4) (head.fc with 3 outputs)"
+    ]
     assert sorted(rep.unexpected) == ["dec.extra.weight", "other.x"]
     assert sorted(rep.unused) == ["dec.opt.weight", "mask_token"]
     assert rep.missing == ["head.fc.weight"]  # head.norm.* start fresh by design
