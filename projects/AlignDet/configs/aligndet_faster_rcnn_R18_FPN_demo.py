@@ -4,7 +4,8 @@ ratio3size0008 proposals, two views at short side 176-208, 8 images per batch.
 
 The frozen backbone comes from train.init_checkpoint (projects/AlignDet/run_demo.py passes a
 ResNet-18 trained on another labelled split); FPN and heads start random, as in the paper.
-RoI sample count scaled to the demo (128 per image, all positive when possible).
+RoI sample count scaled to the demo: at most 128 foreground RoIs per image, no background RoI
+(the RPN samples 4096 anchors at positive fraction 1.0, as the authors').
 """
 
 from d2ext.model_zoo import get_config

@@ -1,6 +1,7 @@
 """AlignDet box-domain pretraining at demo scale on CPU: the demo FCOS (ResNet-18 frozen,
 128-channel FPN P3-P7, 4-conv heads) on the 400 unlabeled demo images, two views at
-short side 176-208, 8 images per batch, 2048 sampled locations per view.
+short side 176-208, 8 images per batch, 2048 sampled locations per batch (the
+authors' FCOS sampling and losses: aligndet_fcos_recipe's defaults).
 
 The frozen backbone comes from train.init_checkpoint (projects/AlignDet/run_demo.py passes a
 ResNet-18 trained on another labelled split); FPN and head start random, as in the paper.

@@ -1,7 +1,7 @@
 """AlignDet box-domain pretraining at demo scale on CPU: the demo RetinaNet (ResNet-18 frozen,
 128-channel FPN P3-P7, 4-conv heads) on the 400 unlabeled demo images, the top-50 proposals
 per image (AlignDet's RetinaNet setting), two views at short side 176-208, 8 images per batch,
-2048 sampled locations per view.
+2048 sampled anchors per image.
 
 The frozen backbone comes from train.init_checkpoint (projects/AlignDet/run_demo.py passes a
 ResNet-18 trained on another labelled split); FPN and head start random, as in the paper.
