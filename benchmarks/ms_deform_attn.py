@@ -2,7 +2,8 @@
 pure-torch ``F.grid_sample`` reference, measured in one run and printed as ratios.
 
     python benchmarks/ms_deform_attn.py [--shapes demo 4scale 5scale] [--repeats 2]
-        [--codetr-size 512] [--codetr-repeats 3] [--skip-codetr] [--threads N]
+        [--codetr-size 512] [--codetr-repeats 3] [--skip-codetr] [--skip-op]
+        [--codetr-infer-only] [--threads N]
 
 1. The op alone, forward (``torch.no_grad``) and forward + backward, at the encoder shapes
    (queries = all value positions, 4 points per head and level around the query's position,
@@ -20,7 +21,8 @@ pure-torch ``F.grid_sample`` reference, measured in one run and printed as ratio
    random weights): one training step (forward + backward, 2 random ``--codetr-size`` square
    images with 8 boxes each) and inference (``eval()``, one image at a time), with
    ``MSDeformAttn`` calling the kernel or the reference; rounds alternate between the two
-   paths, median over ``--codetr-repeats`` rounds after a warm-up round.
+   paths, median over ``--codetr-repeats`` rounds after a warm-up round. Inference also reports
+   the ratio of process CPU time (all threads), which other jobs on the machine disturb less.
 
 Ratio = reference / kernel (time or memory). Everything runs on the CPU, and again on the GPU
 when one is present. Targets (issue 20): forward + backward >= 2x at ``4scale`` on the CPU,
@@ -179,7 +181,7 @@ def bench_op(shapes: list[str], device: torch.device, repeats: int) -> list[dict
     return rows
 
 
-def bench_codetr(device: torch.device, size: int, repeats: int) -> dict:
+def bench_codetr(device: torch.device, size: int, repeats: int, train: bool = True) -> dict:
     from detectron2.config import LazyConfig, instantiate
     from detectron2.structures import Boxes, Instances
     from detectron2.utils.events import EventStorage
@@ -207,33 +209,39 @@ def bench_codetr(device: torch.device, size: int, repeats: int) -> dict:
             for x in batch:
                 model([x])
 
-    def train():
+    def train_step():
         model.zero_grad(set_to_none=True)
         with EventStorage(0):
             sum(model(batch).values()).backward()
 
-    times = {f"{p}_{w}": [] for p in paths for w in ("infer", "train")}
+    times = {f"{p}_{w}": [] for p in paths for w in ("infer", "train", "infer_cpu")}
+    modes = (("infer", infer), ("train", train_step)) if train else (("infer", infer),)
     try:
-        for mode, fn in (("infer", infer), ("train", train)):
+        for mode, fn in modes:
             model.train(mode == "train")
             for r in range(repeats + 1):
                 for name, path in paths.items():
                     msda_module.multi_scale_deformable_attn = path
                     _sync(device)
-                    t = time.perf_counter()
+                    t, c = time.perf_counter(), time.process_time()
                     fn()
                     _sync(device)
                     if r:  # round 0 warms up
                         n_items = len(batch) if mode == "infer" else 1
                         times[f"{name}_{mode}"].append((time.perf_counter() - t) / n_items)
+                        if mode == "infer":  # CPU time of all threads: less hit by other jobs
+                            cpu = (time.process_time() - c) / n_items
+                            times[f"{name}_infer_cpu"].append(cpu)
     finally:
         msda_module.multi_scale_deformable_attn = original
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = {k: statistics.median(v) if v else float("nan") for k, v in times.items()}
     return {
         "device": device.type,
         "size": size,
         "inference_s_per_image": {p: med[f"{p}_infer"] for p in paths},
         "inference_speed-up": med["reference_infer"] / med["kernel_infer"],
+        "inference_cpu_s_per_image": {p: med[f"{p}_infer_cpu"] for p in paths},
+        "inference_cpu_time_ratio": med["reference_infer_cpu"] / med["kernel_infer_cpu"],
         "train_step_s_batch2": {p: med[f"{p}_train"] for p in paths},
         "train_step_speed-up": med["reference_train"] / med["kernel_train"],
     }
@@ -246,6 +254,8 @@ def main(argv=None):
     parser.add_argument("--codetr-size", type=int, default=512)
     parser.add_argument("--codetr-repeats", type=int, default=3)
     parser.add_argument("--skip-codetr", action="store_true")
+    parser.add_argument("--skip-op", action="store_true", help="only the Co-DETR part")
+    parser.add_argument("--codetr-infer-only", action="store_true", help="no training step")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-backward", type=int, default=0, help=argparse.SUPPRESS)
@@ -276,16 +286,19 @@ def main(argv=None):
     print("-" * len(header))
     report = {"op": [], "codetr": []}
     for device in devices:
-        report["op"] += bench_op(args.shapes, device, args.repeats)
+        report["op"] += [] if args.skip_op else bench_op(args.shapes, device, args.repeats)
     if not args.skip_codetr:
         for device in devices:
-            res = bench_codetr(device, args.codetr_size, args.codetr_repeats)
+            res = bench_codetr(
+                device, args.codetr_size, args.codetr_repeats, not args.codetr_infer_only
+            )
             report["codetr"].append(res)
             print(
                 f"Co-Deformable-DETR R-50 {device.type} {args.codetr_size}x{args.codetr_size}: "
                 f"inference {res['inference_s_per_image']['kernel']:.3f} s/image (kernel) vs "
                 f"{res['inference_s_per_image']['reference']:.3f} (reference): "
-                f"{res['inference_speed-up']:.2f}x; training step (2 images) "
+                f"{res['inference_speed-up']:.2f}x (CPU time "
+                f"{res['inference_cpu_time_ratio']:.2f}x); training step (2 images) "
                 f"{res['train_step_s_batch2']['kernel']:.2f} s vs "
                 f"{res['train_step_s_batch2']['reference']:.2f}: "
                 f"{res['train_step_speed-up']:.2f}x",
