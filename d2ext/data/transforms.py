@@ -23,6 +23,14 @@ class RandomChoice(T.Augmentation):
         self.augmentations = list(augmentations)
 
     def get_transform(self, *args):
+        """Draws one of ``augmentations`` and returns its transform.
+
+        Args:
+            args: the inputs of the drawn augmentation's ``get_transform``.
+
+        Returns:
+            Transform: the drawn augmentation's transform.
+        """
         return self.augmentations[np.random.randint(len(self.augmentations))].get_transform(*args)
 
     def __call__(self, aug_input):

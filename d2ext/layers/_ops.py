@@ -67,6 +67,15 @@ def check(cond: bool, msg: str) -> None:
 
 
 def check_boxes(op: str, boxes: torch.Tensor) -> None:
+    """Checks that ``boxes`` are [N, 4] float32 / float64 with only finite values.
+
+    Args:
+        op: the op's name, used in the error message.
+        boxes: the boxes to check.
+
+    Raises:
+        RuntimeError: on a wrong shape, dtype, NaN or Inf (what the compiled kernel raises).
+    """
     check(
         boxes.dim() == 2 and boxes.shape[1] == 4,
         f"{op}: boxes must have shape [N, 4] (XYXY), got {list(boxes.shape)}",

@@ -80,11 +80,24 @@ def centerness_targets(anchors: torch.Tensor, gt_boxes: torch.Tensor) -> torch.T
 
 
 class Scale(nn.Module):
+    """A learnable scalar that multiplies its input.
+
+    Args:
+        value: the scalar's initial value.
+    """
+
     def __init__(self, value: float = 1.0):
         super().__init__()
         self.scale = nn.Parameter(torch.tensor(float(value)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            x: a tensor of any shape.
+
+        Returns:
+            Tensor: ``x`` times the scalar.
+        """
         return x * self.scale
 
 
@@ -149,6 +162,15 @@ class ATSSHead(nn.Module):
         nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_prob) / prior_prob))
 
     def forward(self, features: list[torch.Tensor]):
+        """
+        Args:
+            features: per level a [N, C, H_l, W_l] feature map.
+
+        Returns:
+            tuple[list[Tensor], list[Tensor], list[Tensor]]: per level, the class logits
+            [N, num_classes, H_l, W_l], the box deltas [N, 4, H_l, W_l] (times the level's
+            learnable scale) and the centerness logits [N, 1, H_l, W_l].
+        """
         logits, deltas, ctr = [], [], []
         for x, scale in zip(features, self.scales):
             c, r = self.cls_tower(x), self.reg_tower(x)

@@ -56,6 +56,18 @@ FORMAT_VERSION = 1
 
 @dataclass(frozen=True)
 class Split:
+    """One split of the generated demo data.
+
+    Args:
+        name: the name the split is registered under in detectron2's ``DatasetCatalog``.
+        dirname: its folder under ``images/`` and its json under ``annotations/``.
+        classes: the shape classes drawn in its images.
+        num_images: the number of images generated.
+        seed: the seed of its random generator.
+        labeled: whether its json holds annotations.
+        names: category names to use instead of ``classes`` (``None``: ``classes``).
+    """
+
     name: str  # registered dataset name
     dirname: str  # folder under images/ and json under annotations/
     classes: tuple[str, ...]
@@ -66,6 +78,10 @@ class Split:
 
     @property
     def category_names(self) -> tuple[str, ...]:
+        """
+        Returns:
+            tuple[str]: ``names`` if given, else ``classes``.
+        """
         return self.names or self.classes
 
 

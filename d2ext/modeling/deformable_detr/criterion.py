@@ -53,6 +53,17 @@ def num_positives(n: int, device) -> float:
 
 
 class SetCriterion(nn.Module):
+    """DETR set losses: Hungarian matching per prediction set (each decoder layer, and the encoder
+    proposals with every object as class 0), then sigmoid focal, L1 and GIoU losses.
+
+    Args:
+        num_classes: the number of foreground classes; label ``num_classes`` is background.
+        matcher: matches predictions to targets.
+        weight_dict: the weight of every loss term, by name with its layer suffix (see
+            :func:`decoder_loss_weights`).
+        focal_alpha, focal_gamma: the focal loss's alpha and gamma.
+    """
+
     def __init__(
         self,
         *,

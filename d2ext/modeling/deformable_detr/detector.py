@@ -22,6 +22,19 @@ __all__ = ["DeformableDETR"]
 
 @META_ARCH_REGISTRY.register()
 class DeformableDETR(nn.Module):
+    """Two-stage Deformable DETR as a detectron2 meta-architecture.
+
+    Args:
+        backbone: a detectron2 backbone.
+        neck: maps the backbone's features to the transformer's levels.
+        transformer: the deformable transformer (with the prediction heads).
+        criterion: computes the training losses.
+        pixel_mean, pixel_std: per-channel normalisation of the input images.
+        input_format: the channel order of the input images.
+        size_divisibility: images are padded to a multiple of this.
+        num_detections: the number of detections kept per image at inference.
+    """
+
     def __init__(
         self,
         *,
@@ -55,14 +68,30 @@ class DeformableDETR(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """
+        Returns:
+            torch.device: the device of the model's buffers.
+        """
         return self.pixel_mean.device
 
     @property
     def num_classes(self) -> int:
+        """
+        Returns:
+            int: the transformer's number of foreground classes.
+        """
         return self.transformer.num_classes
 
     # ------------------------------------------------------------------ inputs
     def preprocess_image(self, batched_inputs: list[dict]) -> ImageList:
+        """Normalises the input images and pads them into one batch.
+
+        Args:
+            batched_inputs: detectron2's input dicts, each with ``image`` [C, H, W].
+
+        Returns:
+            ImageList: the normalised images padded to a multiple of ``size_divisibility``.
+        """
         if not batched_inputs:
             raise ValueError("empty batch")
         images = [
@@ -107,6 +136,15 @@ class DeformableDETR(nn.Module):
 
     # ------------------------------------------------------------------ stages
     def encode(self, images: ImageList) -> tuple[EncoderOutput, list[torch.Tensor]]:
+        """Runs the backbone, the neck and the transformer's encoder.
+
+        Args:
+            images: the preprocessed images.
+
+        Returns:
+            tuple[EncoderOutput, list[Tensor]]: the encoder's output, and the neck's feature maps
+            [N, C, H_l, W_l] per level.
+        """
         feats = self.neck(self.backbone(images.tensor))
         mask = self.padding_mask(images)
         masks = [F.interpolate(mask[None].float(), size=f.shape[-2:])[0].bool() for f in feats]
@@ -114,6 +152,16 @@ class DeformableDETR(nn.Module):
         return self.transformer.encode(feats, masks, pos), feats
 
     def forward_queries(self, enc: EncoderOutput) -> dict[str, torch.Tensor]:
+        """Selects the top-k encoder proposals as queries and runs the decoder on them.
+
+        Args:
+            enc: the encoder's output.
+
+        Returns:
+            dict[str, Tensor]: ``pred_logits`` [D, N, Q, K] and ``pred_boxes`` [D, N, Q, 4] of every
+            decoder layer, ``enc_logits`` [N, S, K] and ``enc_boxes`` [N, S, 4] of the encoder
+            proposals; boxes are normalised (cx, cy, w, h).
+        """
         content, query_pos, ref = self.transformer.select_queries(enc)
         logits, boxes = self.transformer.decode(enc, content, query_pos, ref)
         return {
@@ -124,6 +172,15 @@ class DeformableDETR(nn.Module):
         }
 
     def forward(self, batched_inputs: list[dict]):
+        """
+        Args:
+            batched_inputs: detectron2's input dicts; in training each needs ``instances``.
+
+        Returns:
+            In training, dict[str, Tensor]: the weighted losses. At inference, list[dict]: per
+            image ``{"instances": Instances}`` with ``pred_boxes``, ``scores`` and ``pred_classes``,
+            in the ``height`` x ``width`` of the input dict (the image size if absent).
+        """
         images = self.preprocess_image(batched_inputs)
         enc, _ = self.encode(images)
         outputs = self.forward_queries(enc)
@@ -151,6 +208,16 @@ class DeformableDETR(nn.Module):
         return results
 
     def postprocess(self, outputs, images, batched_inputs) -> list[dict]:
+        """Turns the last decoder layer's predictions into detections at each input's output size.
+
+        Args:
+            outputs: the output of :meth:`forward_queries`.
+            images: the preprocessed images.
+            batched_inputs: detectron2's input dicts (``height`` / ``width`` are read if present).
+
+        Returns:
+            list[dict]: per image ``{"instances": Instances}``.
+        """
         results = self.inference(
             outputs["pred_logits"][-1], outputs["pred_boxes"][-1], images.image_sizes
         )

@@ -42,6 +42,10 @@ class MSDeformAttn(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Initialises the parameters: zero offset weights with biases on a ring of directions (one
+        per head, growing with the point index), zero attention weights and biases (uniform
+        attention), xavier-uniform value and output projections with zero biases.
+        """
         nn.init.constant_(self.sampling_offsets.weight, 0.0)
         thetas = torch.arange(self.n_heads, dtype=torch.float32) * (2.0 * math.pi / self.n_heads)
         grid = torch.stack([thetas.cos(), thetas.sin()], -1)

@@ -11,6 +11,15 @@ __all__ = ["ChannelMapper"]
 
 
 class ChannelMapper(nn.Module):
+    """
+    Args:
+        input_shapes: the backbone's output shapes, by feature name.
+        in_features: the backbone features to map, from the finest to the coarsest.
+        out_channels: the channels of every output level.
+        num_extra_levels: the number of stride-2 levels added after the last backbone level.
+        num_groups: the GroupNorm groups.
+    """
+
     def __init__(
         self,
         *,
@@ -50,9 +59,21 @@ class ChannelMapper(nn.Module):
         self.strides, self.out_channels = strides, out_channels
 
     def output_shape(self) -> list[ShapeSpec]:
+        """
+        Returns:
+            list[ShapeSpec]: the channels and stride of every output level.
+        """
         return [ShapeSpec(channels=self.out_channels, stride=s) for s in self.strides]
 
     def forward(self, features: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """
+        Args:
+            features: the backbone's feature maps, by name.
+
+        Returns:
+            list[Tensor]: [N, out_channels, H_l, W_l] per level: the ``in_features`` levels, then
+            the extra levels.
+        """
         ins = [features[f] for f in self.in_features]
         outs = [conv(x) for conv, x in zip(self.convs, ins)]
         for i, conv in enumerate(self.extra_convs):

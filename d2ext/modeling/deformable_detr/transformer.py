@@ -39,6 +39,13 @@ class MLP(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            x: [..., input_dim].
+
+        Returns:
+            Tensor: [..., output_dim].
+        """
         for i, layer in enumerate(self.layers):
             x = layer(x) if i == len(self.layers) - 1 else F.relu(layer(x))
         return x
@@ -54,6 +61,14 @@ class _FFN(nn.Module):
         self.norm = nn.LayerNorm(d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Linear, ReLU, Linear with dropout, then residual and LayerNorm.
+
+        Args:
+            x: [..., d_model].
+
+        Returns:
+            Tensor: [..., d_model].
+        """
         return self.norm(x + self.dropout2(self.linear2(self.dropout1(F.relu(self.linear1(x))))))
 
 
@@ -68,6 +83,17 @@ class DeformableEncoderLayer(nn.Module):
         self.ffn = _FFN(d_model, dim_feedforward, dropout)
 
     def forward(self, src, pos, reference_points, spatial_shapes, padding_mask):
+        """
+        Args:
+            src: [N, S, C] flattened features of all levels.
+            pos: [N, S, C] position embeddings.
+            reference_points: [N, S, L, 2] reference points.
+            spatial_shapes: [L, 2] (H_l, W_l) of each level.
+            padding_mask: [N, S], True at padded positions.
+
+        Returns:
+            Tensor: [N, S, C].
+        """
         attn = self.self_attn(src + pos, reference_points, src, spatial_shapes, padding_mask)
         return self.ffn(self.norm(src + self.dropout(attn)))
 
@@ -87,6 +113,18 @@ class DeformableDecoderLayer(nn.Module):
         self.ffn = _FFN(d_model, dim_feedforward, dropout)
 
     def forward(self, tgt, query_pos, reference_points, memory, spatial_shapes, padding_mask):
+        """
+        Args:
+            tgt: [N, Q, C] query content.
+            query_pos: [N, Q, C] query position embeddings.
+            reference_points: [N, Q, L, 4] reference boxes (or [N, Q, L, 2] points).
+            memory: [N, S, C] encoder memory.
+            spatial_shapes: [L, 2] (H_l, W_l) of each level.
+            padding_mask: [N, S], True at padded positions.
+
+        Returns:
+            Tensor: [N, Q, C] updated query content.
+        """
         q = k = tgt + query_pos
         tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, k, tgt, need_weights=False)[0]))
         attn = self.cross_attn(
@@ -205,6 +243,10 @@ class DeformableTransformer(nn.Module):
 
     @property
     def num_decoder_layers(self) -> int:
+        """
+        Returns:
+            int: the number of decoder layers.
+        """
         return len(self.decoder_layers)
 
     # ------------------------------------------------------------------ encoder
