@@ -113,17 +113,24 @@ def run(config: str, batch: int, steps: int, repeats: int, threads: int | None):
         if aligndet:
             return parts_aligndet(data)
         t_online = t_target = 0.0
-        for v in range(len(data[0]["views"])):
+        for v in sorted(set(model.box_list_views)):
             images = torch.stack([d["views"][v] for d in data])
-            boxes = [d["boxes"][v] for d in data]
-            levels = [d["levels"][v] for d in data]
+            lists = [i for i, view in enumerate(model.box_list_views) if view == v]
+            boxes = {i: [d["boxes"][i] for d in data] for i in lists}
+            levels = {i: torch.cat([d["levels"][i] for d in data]) for i in lists}
             t = time.perf_counter()
-            out = model.predictor(model._embed(model.online, images, boxes, levels))
-            out.square().mean().backward()
+            feats = model._features(model.online, images)
+            out = [
+                model._embed(model.online, model.predictor, feats, boxes[i], levels[i])
+                for i in lists
+            ]
+            sum(o.square().mean() for o in out).backward()
             t_online += time.perf_counter() - t
             t = time.perf_counter()
             with torch.no_grad():
-                model._embed(model.target, images, boxes, levels)
+                feats = model._features(model.target, images)
+                for i in lists:
+                    model._embed(model.target, None, feats, boxes[i], levels[i])
             t_target += time.perf_counter() - t
         optimizer.zero_grad(set_to_none=True)
         return t_online, t_target

@@ -76,3 +76,15 @@ def test_errors():
     feats, boxes = _inputs()
     with pytest.raises(ValueError, match="feature maps"):
         _pooler(ScaleAwareROIPooler)(feats[:3], boxes)
+
+
+def test_without_a_rule_the_caller_owns_the_levels():
+    feats, boxes = _inputs(seed=3)
+    pooler = _pooler(ScaleAwareROIPooler, level_rule=None)
+    n = sum(len(b) for b in boxes)
+    levels = torch.arange(n) % 4
+    got = pooler(feats, boxes, level_assignments=levels)
+    want = _pooler(ScaleAwareROIPooler)(feats, boxes, level_assignments=levels)
+    assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="no level rule"):
+        pooler(feats, boxes)
