@@ -33,6 +33,15 @@ class NormEvalResNet(ResNet):
         self.train(self.training)
 
     def train(self, mode: bool = True):
+        """Sets the training mode like ``nn.Module.train``, then puts every batch norm back in eval
+        mode when ``norm_eval`` is set.
+
+        Args:
+            mode: training (True) or eval (False) mode.
+
+        Returns:
+            NormEvalResNet: self.
+        """
         super().train(mode)
         if getattr(self, "norm_eval", False):
             for m in self.modules():

@@ -63,6 +63,15 @@ class _FrozenBottomUp:
         bottom_up.eval()
 
     def train(self, mode: bool = True):
+        """Sets the training mode like ``nn.Module.train``, then puts ``backbone.bottom_up`` back in
+        eval mode.
+
+        Args:
+            mode: training (True) or eval (False) mode.
+
+        Returns:
+            nn.Module: self.
+        """
         super().train(mode)
         self.backbone.bottom_up.eval()
         return self
@@ -156,6 +165,18 @@ class AlignDetRCNN(_FrozenBottomUp, GeneralizedRCNN):
         self._freeze_for_alignment(self.roi_heads.box_predictor.cls_score)
 
     def align_forward(self, batched_inputs: list[dict], with_losses: bool = True):
+        """Runs the RPN and :meth:`AlignDetROIHeads.align` on the pseudo boxes.
+
+        Args:
+            batched_inputs: detectron2's input dicts, each with ``instances`` (``gt_boxes``,
+                ``gt_classes``, ``gt_ids``).
+            with_losses: return the RPN and box-regression losses (else an empty dict; they are
+                still computed).
+
+        Returns:
+            tuple[dict[str, Tensor], Tensor, Tensor]: the losses, the embeddings [R, D] of the
+            sampled RoIs of all images and their instance ids [R] (-1 for background RoIs).
+        """
         images = self.preprocess_image(batched_inputs)
         gt = [x["instances"].to(self.device) for x in batched_inputs]
         features = self.backbone(images.tensor)
@@ -210,6 +231,19 @@ class _AlignDense(_FrozenBottomUp):
         return mask
 
     def align_forward(self, batched_inputs: list[dict], with_losses: bool = True):
+        """Runs the head with the projector, the detector's anchor matching and, with
+        ``with_losses``, its regression losses; keeps the positions drawn by
+        :meth:`sample_positions`.
+
+        Args:
+            batched_inputs: detectron2's input dicts, each with ``instances`` (``gt_boxes``,
+                ``gt_classes``, ``gt_ids``).
+            with_losses: compute the regression losses (else an empty dict).
+
+        Returns:
+            tuple[dict[str, Tensor], Tensor, Tensor]: the losses, the embeddings [M, D] of the
+            drawn positions of all images and their instance ids [M] (-1 where unmatched).
+        """
         images = self.preprocess_image(batched_inputs)
         gt = [x["instances"].to(self.device) for x in batched_inputs]
         features = self.backbone(images.tensor)
@@ -441,11 +475,34 @@ class AlignDetDETR(DeformableDETR):
         self.backbone.eval()
 
     def train(self, mode: bool = True):
+        """Sets the training mode like ``nn.Module.train``, then puts the frozen backbone back in
+        eval mode.
+
+        Args:
+            mode: training (True) or eval (False) mode.
+
+        Returns:
+            AlignDetDETR: self.
+        """
         super().train(mode)
         self.backbone.eval()
         return self
 
     def align_forward(self, batched_inputs: list[dict], with_losses: bool = True):
+        """Encodes, selects the queries and decodes; matches each decoder layer to the pseudo boxes
+        and projects the last layer's query features.
+
+        Args:
+            batched_inputs: detectron2's input dicts, each with ``instances`` (``gt_boxes``,
+                ``gt_classes``, ``gt_ids``).
+            with_losses: compute every layer's L1 and GIoU losses and the encoder proposals' losses
+                (else an empty dict, and only the last layer is matched).
+
+        Returns:
+            tuple[dict[str, Tensor], Tensor, Tensor]: the losses, the embeddings [N * Q, D] of
+            every query and the instance ids [N * Q] of the pseudo boxes the last layer matched
+            them to (-1 for unmatched queries).
+        """
         images = self.preprocess_image(batched_inputs)
         targets = self.prepare_targets(batched_inputs, images)
         enc, _ = self.encode(images)
@@ -530,9 +587,19 @@ class AlignDet(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """
+        Returns:
+            torch.device: the online detector's device.
+        """
         return self.online.device
 
     def momentum_update(self, momentum: float) -> None:
+        """One EMA step of the momentum detector with a given momentum: target = momentum * target +
+        (1 - momentum) * online per parameter; parameters matching ``copy_keys`` are copied.
+
+        Args:
+            momentum: the EMA momentum.
+        """
         momentum_update(self.online, self.target, momentum, self.copy_keys)
 
     @staticmethod
@@ -550,6 +617,19 @@ class AlignDet(nn.Module):
         return out
 
     def forward(self, batched_inputs: list[dict]):
+        """In training mode, first steps the momentum detector's EMA; then the online detector runs
+        ``align_forward`` on view 1 and the momentum detector (no gradient, no losses) on view 2.
+
+        Args:
+            batched_inputs: :class:`AlignDetDatasetMapper`'s dicts, each with ``views`` (two input
+                dicts) and ``num_ids``.
+
+        Returns:
+            In training, dict[str, Tensor]: the online detector's losses plus ``loss_align`` (the
+            box-level InfoNCE times ``loss_weight``). In eval mode, dict[str, Tensor]: ``queries``
+            [M, D] and ``query_ids`` [M] of the online detector, ``keys`` [K, D] and ``key_ids``
+            [K] of the momentum detector.
+        """
         if not batched_inputs:
             raise ValueError("AlignDet got an empty batch")
         if self.training:  # the EMA update that follows the previous optimizer step

@@ -83,6 +83,14 @@ class RandAugColour(T.Augmentation):
         self.image_format = image_format
 
     def get_transform(self, image):
+        """Draws a magnitude in [1, magnitude_limit) and returns the op at that magnitude.
+
+        Args:
+            image: a uint8 [H, W, 3] image in ``image_format`` order.
+
+        Returns:
+            ColorTransform: the op applied to an image.
+        """
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(
                 f"{self.op} needs a uint8 HxWx3 image, got {image.dtype} {image.shape}"

@@ -96,12 +96,24 @@ class MultiScaleAdapter(nn.Module):
         self.channels = channels
 
     def output_shape(self) -> dict[str, ShapeSpec]:
+        """
+        Returns:
+            dict[str, ShapeSpec]: per level ``p{log2(stride)}``, its channels and stride.
+        """
         return {
             f"p{int(s).bit_length() - 1}": ShapeSpec(channels=self.channels, stride=s)
             for s in self.strides
         }
 
     def forward(self, enc: EncoderOutput) -> dict[str, torch.Tensor]:
+        """
+        Args:
+            enc: the encoder's output.
+
+        Returns:
+            dict[str, Tensor]: the memory as per-level maps [N, C, H_l, W_l], plus the extra level
+            downsampled from the coarsest, named as in :meth:`output_shape`.
+        """
         maps = enc.level_maps()
         maps.append(self.downsample(maps[-1]))
         return dict(zip(self.output_shape(), maps))
@@ -215,6 +227,12 @@ def build_positive_queries(
 
 @META_ARCH_REGISTRY.register()
 class CoDeformableDETR(DeformableDETR):
+    """Co-DETR on the two-stage Deformable DETR: in training, the base detector's Hungarian losses
+    plus the auxiliary one-to-many heads' losses (``aux_rcnn_*``, ``aux_atss_*``) and the
+    positive queries' losses (``*_pos{head}``); at inference, ``DeformableDETR``'s forward.
+    The arguments are listed in ``__init__``.
+    """
+
     def __init__(
         self,
         *,
@@ -371,6 +389,14 @@ class CoDeformableDETR(DeformableDETR):
         return losses
 
     def forward(self, batched_inputs: list[dict]):
+        """
+        Args:
+            batched_inputs: detectron2's input dicts; in training each needs ``instances``.
+
+        Returns:
+            In training, dict[str, Tensor]: the Hungarian losses, the auxiliary heads' losses and
+            the positive queries' losses. At inference, ``DeformableDETR.forward``'s output.
+        """
         if not self.training:
             return super().forward(batched_inputs)
         images = self.preprocess_image(batched_inputs)
