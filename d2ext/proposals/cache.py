@@ -68,6 +68,17 @@ class CacheLockedError(RuntimeError):
 
 
 def shard_dirname(shard: int, num_shards: int) -> str:
+    """
+    Args:
+        shard: the shard's index.
+        num_shards: the number of shards.
+
+    Returns:
+        str: the shard's folder name, ``shard-{shard:05d}-of-{num_shards:05d}``.
+
+    Raises:
+        ValueError: ``shard`` is not in [0, num_shards).
+    """
     if not 0 <= shard < num_shards:
         raise ValueError(f"shard {shard} is not in [0, {num_shards})")
     return f"shard-{shard:05d}-of-{num_shards:05d}"
@@ -206,6 +217,7 @@ class _ShardLock:
         )
 
     def release(self) -> None:
+        """Empties the lock file and closes it, which drops the lock (nothing if not held)."""
         if self._fd is None:
             return
         try:
@@ -515,6 +527,10 @@ class ProposalCache:
         return str(key) in self._where
 
     def keys(self):
+        """
+        Returns:
+            the keys of the stored images (with 0 boxes or more; failed images are not keys).
+        """
         return self._where.keys()
 
     def _lookup(self, key) -> tuple[dict[str, np.ndarray], int]:
@@ -532,6 +548,16 @@ class ProposalCache:
         return np.array(chunk["boxes"][start:end])
 
     def size(self, key) -> tuple[int, int]:
+        """
+        Args:
+            key: an image key.
+
+        Returns:
+            tuple[int, int]: the (H, W) the image's proposals were made on.
+
+        Raises:
+            KeyError: the image has no entry (with the reason when it failed).
+        """
         chunk, row = self._lookup(key)
         h, w = chunk["sizes"][row]
         return int(h), int(w)

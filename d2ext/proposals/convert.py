@@ -124,6 +124,14 @@ class DatasetProposals:
         self.image_root = image_root
 
     def key_of(self, dataset_dict: dict) -> str:
+        """
+        Args:
+            dataset_dict: a detectron2 dataset dict.
+
+        Returns:
+            str: its cache key: ``image_id``, or ``file_name`` relative to ``image_root`` (its base
+            name when ``image_root`` is None).
+        """
         if self.key == "image_id":
             return str(dataset_dict["image_id"])
         name = dataset_dict["file_name"]

@@ -48,6 +48,19 @@ class WorkerDiedError(RuntimeError):
 
 @dataclass
 class GenerationSummary:
+    """The counts of a :func:`generate_proposals` run; ``str()`` gives a report.
+
+    Args:
+        done: images processed in this run.
+        skipped: images skipped because already in the cache, or recorded as failed.
+        empty: processed images without a box.
+        failed: {key: error} of the images that failed in this run.
+        boxes: the boxes written in this run.
+        stages: per filter stage, the number of images for which it kept the boxes.
+        seconds: the run's wall time.
+        skipped_failed: of ``skipped``, the images recorded as failed by an earlier run.
+    """
+
     done: int = 0
     skipped: int = 0  # already in the cache (resume), previously failed ones included
     empty: int = 0

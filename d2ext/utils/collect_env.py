@@ -16,6 +16,12 @@ from d2ext.layers._ops import C_IMPORT_ERROR, CPU_ONLY_OPS, OP_NAMES, has_kernel
 
 
 def collect_env_info() -> list[tuple[str, str]]:
+    """
+    Returns:
+        list[tuple[str, str]]: (name, value) rows: platform, Python, torch and CUDA, detectron2
+        and its ``_C``, ``d2ext._C`` and the kernels of each of its operators, and the versions
+        of optional packages.
+    """
     rows = [
         ("sys.platform", sys.platform),
         ("Python", sys.version.replace("\n", " ")),
@@ -67,6 +73,7 @@ def collect_env_info() -> list[tuple[str, str]]:
 
 
 def main() -> None:
+    """Prints :func:`collect_env_info`'s rows as an aligned table."""
     rows = collect_env_info()
     width = max(len(k) for k, _ in rows)
     for k, v in rows:

@@ -86,10 +86,20 @@ class MultiDatasetEvaluator(DatasetEvaluator):
         )
 
     def reset(self):
+        """Resets every entry's evaluator."""
         for evaluator in self.evaluators.values():
             evaluator.reset()
 
     def process(self, inputs, outputs):
+        """Groups the inputs by their ``test_set`` and passes each group to its entry's evaluator.
+
+        Args:
+            inputs: detectron2's input dicts, each tagged with ``test_set``.
+            outputs: the model's outputs for ``inputs``.
+
+        Raises:
+            KeyError: an input's ``test_set`` is not one of the entries.
+        """
         groups = OrderedDict()
         for d, out in zip(inputs, outputs):
             name = d.get("test_set")

@@ -48,6 +48,16 @@ class UnifiedLabelSpace:
         return len(self.names)
 
     def mapping(self, dataset: str) -> tuple[int, ...]:
+        """
+        Args:
+            dataset: one of ``datasets``.
+
+        Returns:
+            tuple[int]: the unified index of each of ``dataset``'s contiguous class ids.
+
+        Raises:
+            KeyError: ``dataset`` is not in this label space.
+        """
         if dataset not in self.mappings:
             raise KeyError(
                 f"dataset {dataset!r} is not in this label space (datasets: {list(self.datasets)})"
@@ -91,6 +101,11 @@ class UnifiedLabelSpace:
         return "\n".join(lines)
 
     def to_json(self) -> str:
+        """
+        Returns:
+            str: the label space as json (``names``, ``datasets``, ``mappings``, ``merges``), which
+            :meth:`from_json` reads back.
+        """
         return json.dumps(
             {
                 "names": list(self.names),
@@ -102,6 +117,13 @@ class UnifiedLabelSpace:
 
     @classmethod
     def from_json(cls, text: str) -> "UnifiedLabelSpace":
+        """
+        Args:
+            text: json written by :meth:`to_json` (``merges`` may be absent).
+
+        Returns:
+            UnifiedLabelSpace: the label space.
+        """
         d = json.loads(text)
         merges = tuple((n, tuple((ds, orig) for ds, orig in src)) for n, src in d.get("merges", []))
         return cls(

@@ -190,6 +190,10 @@ class ScaleDetOutputLayers(FastRCNNOutputLayers):
 
     @property
     def embedding_dim(self) -> int:
+        """
+        Returns:
+            int: D, the width of the label embeddings (``cls_score``'s output).
+        """
         return self.cls_score.out_features
 
     def set_vocabulary(self, embeddings: torch.Tensor) -> None:
@@ -215,12 +219,30 @@ class ScaleDetOutputLayers(FastRCNNOutputLayers):
         return v @ self.text_embeddings.T  # [R, C]
 
     def forward(self, x):
+        """
+        Args:
+            x: [R, ...] region features (flattened to [R, F]).
+
+        Returns:
+            tuple[Tensor, Tensor]: the scores [R, C + 1] (cosine / temperature + bias, then a zero
+            background column) and the box deltas [R, 4] (class-agnostic).
+        """
         x = x.flatten(1)
         logits = self.cosine(x) / self.temperature + self.cls_bias  # [R, C]
         scores = torch.cat([logits, logits.new_zeros(logits.shape[0], 1)], dim=1)  # [R, C+1]
         return scores, self.bbox_pred(x)
 
     def losses(self, predictions, proposals):
+        """
+        Args:
+            predictions: the output of :meth:`forward`.
+            proposals: per image the sampled proposals with ``gt_classes`` (and ``gt_boxes``).
+
+        Returns:
+            dict[str, Tensor]: ``loss_cls`` (the hard-label loss), ``loss_cls_soft`` (the soft-label
+            loss times ``soft_loss_weight``) and ``loss_box_reg``, each times its ``loss_weight``
+            (see :func:`scaledet_losses`).
+        """
         scores, proposal_deltas = predictions
         logits = scores[:, :-1]
         cos = (logits - self.cls_bias) * self.temperature
@@ -393,6 +415,19 @@ class ScaleDetRCNN(GeneralizedRCNN):
     """
 
     def inference(self, batched_inputs, detected_instances=None, do_postprocess=True):
+        """``GeneralizedRCNN.inference``, in the inputs' ``vocabulary`` when they carry one.
+
+        Args:
+            batched_inputs: detectron2's input dicts, optionally with ``vocabulary`` [C', D] (the
+                same tensor for every input of the batch).
+            detected_instances, do_postprocess: as in ``GeneralizedRCNN.inference``.
+
+        Returns:
+            ``GeneralizedRCNN.inference``'s output; classes index the vocabulary's rows.
+
+        Raises:
+            ValueError: the inputs carry different vocabularies, or only some carry one.
+        """
         vocabs = [d.get("vocabulary") for d in batched_inputs]
         if all(v is None for v in vocabs):
             return super().inference(batched_inputs, detected_instances, do_postprocess)

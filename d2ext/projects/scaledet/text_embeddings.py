@@ -237,6 +237,13 @@ class OpenCLIPTextEncoder:
 
     @torch.no_grad()
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """
+        Args:
+            texts: the texts to encode, in batches of ``batch_size``.
+
+        Returns:
+            np.ndarray: [N, D] float32 text embeddings (as open_clip returns them, not normalised).
+        """
         out = []
         for i in range(0, len(texts), self.batch_size):
             tokens = self.tokenizer(list(texts[i : i + self.batch_size]))
@@ -261,6 +268,13 @@ class SentenceTextEncoder:
         self.batch_size = batch_size
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """
+        Args:
+            texts: the texts to encode, in batches of ``batch_size``.
+
+        Returns:
+            np.ndarray: [N, D] float32 sentence embeddings.
+        """
         emb = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True)
         return np.asarray(emb, dtype=np.float32)
 
@@ -372,6 +386,13 @@ def encode_labels(
 
 
 def sidecar_path(path: str) -> str:
+    """
+    Args:
+        path: the path of an embeddings ``.npy``.
+
+    Returns:
+        str: the path of its json sidecar (the extension replaced by ``.json``).
+    """
     return os.path.splitext(path)[0] + ".json"
 
 
