@@ -67,6 +67,14 @@ class D2extCheckpointer(DetectionCheckpointer):
         self._loading = None
 
     def save(self, name: str, **kwargs: Any) -> None:
+        """Writes the model's and every checkpointable's state dicts (plus ``kwargs``) to
+        ``<save_dir>/<name>.pth`` atomically, then tags it as the last checkpoint. Does nothing
+        without ``save_dir`` or when ``save_to_disk`` is false.
+
+        Args:
+            name: the file name without ``.pth``.
+            kwargs: extra entries stored in the file.
+        """
         if not self.save_dir or not self.save_to_disk:
             return
         data = {"model": self.model.state_dict()}
@@ -80,10 +88,22 @@ class D2extCheckpointer(DetectionCheckpointer):
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        """Writes ``last_checkpoint`` in ``save_dir`` atomically.
+
+        Args:
+            last_filename_basename: the file name it holds.
+        """
         path = os.path.join(self.save_dir, "last_checkpoint")
         atomic_write_bytes(path, last_filename_basename.encode())
 
     def get_checkpoint_file(self) -> str:
+        """
+        Returns:
+            str: the path ``last_checkpoint`` names ("" when there is none).
+
+        Raises:
+            FileNotFoundError: ``last_checkpoint`` names a file that does not exist.
+        """
         path = super().get_checkpoint_file()
         if path and not os.path.isfile(path):
             raise FileNotFoundError(
@@ -94,6 +114,18 @@ class D2extCheckpointer(DetectionCheckpointer):
         return path
 
     def load(self, path: str, *args, **kwargs) -> dict[str, Any]:
+        """:meth:`DetectionCheckpointer.load` through the safe loader.
+
+        Args:
+            path: a local checkpoint path or a URL ("" or None: nothing is loaded).
+            args, kwargs: as :meth:`DetectionCheckpointer.load`.
+
+        Returns:
+            dict: the checkpoint's entries that were not loaded into the model or a checkpointable.
+
+        Raises:
+            FileNotFoundError: a local ``path`` that is not a file.
+        """
         if path and "://" not in path and not os.path.isfile(path):
             raise FileNotFoundError(
                 f"checkpoint {path!r} not found. Check train.init_checkpoint (a local path; "

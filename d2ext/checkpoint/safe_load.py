@@ -105,6 +105,16 @@ class RestrictedUnpickler(pickle.Unpickler):
         self._switch = switch
 
     def find_class(self, module: str, name: str) -> Any:
+        """
+        Args:
+            module, name: the global the pickle references (Python 2 names are mapped to Python 3).
+
+        Returns:
+            the allowed object of :data:`PKL_ALLOWED_GLOBALS`.
+
+        Raises:
+            UnsafeCheckpointError: for any other global.
+        """
         key = (module, name)
         # Python 2 pickles (Detectron1 / Caffe2 model zoo) use Python 2 module names
         key = _compat_pickle.NAME_MAPPING.get(key, key)
@@ -115,6 +125,10 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise UnsafeCheckpointError(_refusal(self._path, detail, self._switch))
 
     def persistent_load(self, pid: Any) -> Any:
+        """
+        Raises:
+            UnsafeCheckpointError: always; a safe pickle holds no persistent ids.
+        """
         raise UnsafeCheckpointError(
             _refusal(self._path, f"it holds persistent id {pid!r}", self._switch)
         )
@@ -232,16 +246,19 @@ class _ProgressReader:
         )
 
     def read(self, size: int = -1) -> bytes:
+        """Reads like ``file.read`` and advances the bar by the bytes read."""
         data = self._file.read(size)
         self._bar.update(len(data))
         return data
 
     def readinto(self, buffer) -> int:
+        """Reads like ``file.readinto`` and advances the bar by the bytes read."""
         n = self._file.readinto(buffer)
         self._bar.update(n or 0)
         return n
 
     def readline(self, size: int = -1) -> bytes:
+        """Reads like ``file.readline`` and advances the bar by the bytes read."""
         data = self._file.readline(size)
         self._bar.update(len(data))
         return data
