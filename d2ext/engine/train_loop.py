@@ -108,6 +108,13 @@ class PeriodicCheckpointer(hooks.PeriodicCheckpointer):
         super().__init__(checkpointer, period, *args, **kwargs)
 
     def step(self, iteration: int, **kwargs) -> None:
+        """With ``period > 0``, detectron2's step; with ``period == 0``, saves only
+        ``{file_prefix}_final`` at iteration ``max_iter - 1`` (or later).
+
+        Args:
+            iteration: the iteration just finished.
+            kwargs: extra entries stored in the checkpoint.
+        """
         if self.period > 0:
             super().step(iteration, **kwargs)
         elif self.max_iter is not None and iteration >= self.max_iter - 1:
@@ -152,11 +159,13 @@ class MetricsJSONWriter(JSONWriter):
             self._file_handle = open(self._json_file, "a")  # noqa: SIM115 (closed in close())
 
     def write(self) -> None:
+        """Opens the file if :meth:`start` did not, then writes like ``JSONWriter.write``."""
         if self._file_handle is None:
             self._file_handle = open(self._json_file, "a")  # noqa: SIM115
         super().write()
 
     def close(self) -> None:
+        """Closes the file if it is open."""
         if self._file_handle is not None:
             super().close()
             self._file_handle = None
@@ -167,6 +176,7 @@ class PeriodicWriter(hooks.PeriodicWriter):
     starts each :class:`MetricsJSONWriter` at the trainer's start iteration."""
 
     def before_train(self) -> None:
+        """Starts every :class:`MetricsJSONWriter` at the trainer's ``start_iter``."""
         for writer in self._writers:
             if isinstance(writer, MetricsJSONWriter):
                 writer.start(self.trainer.start_iter)
@@ -463,6 +473,16 @@ def setup_config(config_file: str, opts: list[str]):
 
 
 def main(args):
+    """Registers the datasets, loads the config with its overrides and sets up the run; then
+    evaluates ``train.init_checkpoint`` (``--eval-only``) or trains.
+
+    Args:
+        args: the parsed command line: ``config_file``, ``opts``, ``eval_only``, ``resume`` and
+            what ``default_setup`` reads.
+
+    Returns:
+        With ``--eval-only``, the evaluation results (:func:`do_test`); otherwise None.
+    """
     register_all_datasets()
     cfg = setup_config(args.config_file, args.opts)
     default_setup(cfg, args)

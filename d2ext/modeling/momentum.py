@@ -131,6 +131,10 @@ class MomentumSchedule(nn.Module):
         return m
 
     def extra_repr(self) -> str:
+        """
+        Returns:
+            str: ``base_momentum``, ``total_steps`` and ``copy_keys``, for the module's repr.
+        """
         return (
             f"base_momentum={self.base_momentum}, total_steps={self.total_steps}, "
             f"copy_keys={self.copy_keys}"

@@ -47,6 +47,14 @@ class LARS(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        """One LARS update of every parameter with a gradient (see the module docstring).
+
+        Args:
+            closure: optional; re-evaluates the model and returns the loss.
+
+        Returns:
+            the closure's loss, or None without a closure.
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
