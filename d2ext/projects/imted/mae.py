@@ -26,6 +26,13 @@ class _PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x):
+        """
+        Args:
+            x: [B, 3, H, W] images.
+
+        Returns:
+            Tensor: [B, L, C] patch tokens, L = (H / patch_size) * (W / patch_size).
+        """
         return self.proj(x).flatten(2).transpose(1, 2)  # [B, L, C]
 
 
@@ -106,9 +113,21 @@ class MAE(nn.Module):
 
     @property
     def device(self):
+        """
+        Returns:
+            torch.device: the device of the model's buffers.
+        """
         return self.pixel_mean.device
 
     def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            imgs: [B, 3, H, W] images, H = W = grid * patch_size.
+
+        Returns:
+            Tensor: [B, L, patch_size**2 * 3] the pixels of each patch (row-major patches; pixels in
+            (row, column, channel) order).
+        """
         p, g = self.patch_size, self.grid
         x = imgs.reshape(imgs.shape[0], 3, g, p, g, p)
         return torch.einsum("nchpwq->nhwpqc", x).reshape(imgs.shape[0], g * g, p * p * 3)
@@ -134,6 +153,17 @@ class MAE(nn.Module):
         return kept, torch.gather(mask, 1, restore), restore
 
     def forward_encoder(self, imgs, generator=None):
+        """Embeds the patches, adds the position table, keeps a random (1 - mask_ratio) of the
+        tokens and runs the encoder on them with the cls token.
+
+        Args:
+            imgs: [B, 3, H, W] normalised images.
+            generator: optional torch generator of the masking noise.
+
+        Returns:
+            tuple[Tensor, Tensor, Tensor]: the normalised tokens [B, 1 + L_keep, C] (cls first), the
+            mask [B, L] (1 = removed) and the order that restores the patches [B, L].
+        """
         x = self.patch_embed(imgs) + self.pos_embed[:, 1:]  # [B, L, C]
         x, mask, restore = self.random_masking(x, generator)
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
@@ -141,6 +171,16 @@ class MAE(nn.Module):
         return self.norm(x), mask, restore
 
     def forward_decoder(self, x, restore):
+        """Fills the removed patches with the mask token, restores the patch order, adds the
+        decoder's position table and runs the decoder.
+
+        Args:
+            x: [B, 1 + L_keep, C] the encoder's output.
+            restore: [B, L] the order that restores the patches.
+
+        Returns:
+            Tensor: [B, L, patch_size**2 * 3] the predicted pixels of every patch.
+        """
         x = self.decoder_embed(x)  # [B, 1 + L_keep, D]
         b, n = restore.shape
         masked = self.mask_token.expand(b, n + 1 - x.shape[1], -1)
@@ -151,6 +191,16 @@ class MAE(nn.Module):
         return self.decoder_pred(x)[:, 1:]  # [B, L, p*p*3]
 
     def forward_loss(self, imgs, pred, mask):
+        """
+        Args:
+            imgs: [B, 3, H, W] normalised images.
+            pred: [B, L, patch_size**2 * 3] the predicted patches.
+            mask: [B, L], 1 at the removed patches.
+
+        Returns:
+            Tensor: the mean squared error over the removed patches (targets normalised per patch
+            with ``norm_pix_loss``).
+        """
         target = self.patchify(imgs)
         if self.norm_pix_loss:
             mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
@@ -159,6 +209,18 @@ class MAE(nn.Module):
         return (loss * mask).sum() / mask.sum()
 
     def forward(self, batched_inputs):
+        """
+        Args:
+            batched_inputs: detectron2's input dicts; every ``image`` a [3, S, S] crop,
+                S = grid * patch_size.
+
+        Returns:
+            In training, dict[str, Tensor]: ``{"loss_mae": loss}``. In eval mode, list[dict]: the
+            batch's loss (detached) as ``{"loss_mae": loss}`` for every input.
+
+        Raises:
+            ValueError: the images are not S x S.
+        """
         images = [
             (x["image"].to(self.device).float() - self.pixel_mean) / self.pixel_std
             for x in batched_inputs

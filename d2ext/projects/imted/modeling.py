@@ -128,6 +128,14 @@ class IMTEDViT(ViT):
                 p.requires_grad_(False)
 
     def forward(self, x):
+        """
+        Args:
+            x: [B, 3, H, W] images.
+
+        Returns:
+            dict[str, Tensor]: the last block's token map [B, C, H / p, W / p] under the ViT's out
+            feature name, and with ``pyramid_block`` that block's map as ``"pyramid_feat"``.
+        """
         x = self.patch_embed(x)  # [B, H, W, C]
         b, h, w, c = x.shape
         if self.pos_embed is not None:
@@ -242,14 +250,31 @@ class IMTEDFeaturePyramid(SimpleFeaturePyramid):
 
     @property
     def size_divisibility(self) -> int:
+        """
+        Returns:
+            int: the multiple input images are padded to (0: none).
+        """
         return self._pad_to
 
     def output_shape(self):
+        """
+        Returns:
+            dict[str, ShapeSpec]: SimpleFeaturePyramid's levels plus ``token_feature`` (the ViT's
+            last-block map).
+        """
         shapes = super().output_shape()
         shapes[self.token_feature] = self.net.output_shape()[self.net._out_features[0]]
         return shapes
 
     def forward(self, x):
+        """
+        Args:
+            x: [B, 3, H, W] images.
+
+        Returns:
+            dict[str, Tensor]: SimpleFeaturePyramid's levels [B, C, H_l, W_l], plus the ViT's
+            last-block token map under ``token_feature``.
+        """
         captured = {}
         handle = self.net.register_forward_hook(lambda m, i, out: captured.update(out))
         try:
@@ -281,6 +306,15 @@ class MultiScaleFeatureModulator(nn.Module):
         self.weight = nn.Parameter(torch.zeros(out_channels))
 
     def forward(self, features: list[torch.Tensor], boxes) -> torch.Tensor:
+        """
+        Args:
+            features: the pyramid levels [N, C_in, H_l, W_l].
+            boxes: per image a detectron2 ``Boxes``.
+
+        Returns:
+            Tensor: [R, C_enc, S, S] the pooled, projected features times the per-channel weight
+            (S: ``output_size``).
+        """
         x = self.conv(self.pooler(features, boxes))  # [R, C_enc, 7, 7]
         return x * self.weight[None, :, None, None]
 
@@ -296,6 +330,15 @@ class IMTEDBoxPooler(nn.Module):
         self.output_size = single.output_size
 
     def forward(self, features: list[torch.Tensor], boxes) -> torch.Tensor:
+        """
+        Args:
+            features: the token map, then the pyramid levels (each [N, C, H_l, W_l]).
+            boxes: per image a detectron2 ``Boxes``.
+
+        Returns:
+            Tensor: [R, C_enc, S, S] RoIAlign on the token map, plus the modulator's output when
+            there is one.
+        """
         x = self.single(features[:1], boxes)  # [R, C_enc, 7, 7]
         if self.modulator is not None:
             x = x + self.modulator(features[1:], boxes)
@@ -421,10 +464,18 @@ class MAEDecoderHead(nn.Module):
 
     @property
     def output_shape(self) -> ShapeSpec:
+        """
+        Returns:
+            ShapeSpec: the head's output width ``decoder_dim``.
+        """
         return ShapeSpec(channels=self._output_size)
 
     @property
     def final_norm(self) -> nn.LayerNorm:
+        """
+        Returns:
+            nn.LayerNorm: the final LayerNorm (``decoder_norm`` or ``decoder_box_norm``).
+        """
         return getattr(self, self.final_norm_name)
 
     def position_table(self, height: int, width: int) -> torch.Tensor:
@@ -434,6 +485,18 @@ class MAEDecoderHead(nn.Module):
         return resize_pos_table(self.decoder_pos_embed, height, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """LayerNorm and projection of the RoI tokens, the position table, the decoder blocks
+        (global attention), the mean over tokens and the final LayerNorm.
+
+        Args:
+            x: [R, C_enc, S, S] RoI features (S as built).
+
+        Returns:
+            Tensor: [R, decoder_dim].
+
+        Raises:
+            ValueError: the RoIs are not S x S.
+        """
         r, c, h, w = x.shape  # [R, C_enc, 7, 7]
         if (h, w) != (self._size, self._size):
             raise ValueError(
