@@ -31,6 +31,9 @@ class PreciseBN(hooks.PreciseBN):
             self._pending = None
 
     def before_train(self):
+        """Without a model given, builds detectron2's hook on the trainer's model (unwrapped from
+        DDP).
+        """
         if self._pending is not None:
             model = self.trainer.model
             model = getattr(model, "module", model)  # DDP
@@ -39,5 +42,8 @@ class PreciseBN(hooks.PreciseBN):
             self._pending = None
 
     def after_step(self):
+        """Runs detectron2's ``after_step`` (an update every ``period`` iterations and after the
+        last) unless the hook is disabled (no model yet, or no BN layer in training mode).
+        """
         if not self._disabled:
             super().after_step()

@@ -194,6 +194,10 @@ class SoCo(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """
+        Returns:
+            torch.device: the device of the model's buffers.
+        """
         return self.pixel_mean.device
 
     def momentum_update(self, momentum: float) -> None:
@@ -244,6 +248,23 @@ class SoCo(nn.Module):
         return (num / (den + 1e-6)).mean()
 
     def forward(self, batched_inputs: list[dict]):
+        """In training mode, first steps the target network's EMA; then embeds every box list on the
+        online network (with the predictor) and, without gradient, on the target network.
+
+        Args:
+            batched_inputs: :class:`SoCoDatasetMapper`'s dicts, each with ``views``, and per box
+                list ``boxes``, ``ids`` and ``levels``.
+
+        Returns:
+            In training, dict[str, Tensor]: one loss per view pair, ``loss_v{a}_v{b}`` (with a
+            ``_2``, ... suffix for repeated pairs). In eval mode, dict[str, list[Tensor]]: per box
+            list, the ``online`` [M, D] and ``target`` [M, D] embeddings, ``valid`` [M] (the box has
+            a level) and ``ids`` [M].
+
+        Raises:
+            ValueError: an empty batch, or an input whose ``boxes`` or ``ids`` do not hold one
+                entry per box list.
+        """
         if not batched_inputs:
             raise ValueError("SoCo got an empty batch")
         if self.training:  # the EMA update that follows the previous optimizer step
