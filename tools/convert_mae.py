@@ -7,13 +7,13 @@ encoder -> backbone.net, encoder's final norm + decoder -> roi_heads.box_head.
         [--report REPORT.json] [--allow-mismatch] [--unsafe-load] [--no-progress]
 
 With the detector config, shapes are checked, the position embedding is interpolated to the
-detector's grid and every key is reported: loaded, missing, unexpected, unused by design,
-of another shape; keys of another shape stop the conversion unless ``--allow-mismatch`` (they
-are then left out). ``--encoder-only`` leaves the box head out (the paper's baseline). MAE.pth
-is read without running code from it (``args`` may be an argparse.Namespace, as in MAE's
-releases); ``--unsafe-load`` unpickles a trusted file that holds other objects. Reading and
-writing show progress bars with rate and ETA on stderr. The conversion is
-d2ext.projects.imted.mae_to_imted, which runs d2ext.checkpoint.convert_checkpoint.
+detector's grid and every key is reported: loaded, missing, unexpected, unused by design, of
+another shape; keys of another shape stop the conversion, writing nothing, unless
+``--allow-mismatch`` (they are then left out). ``--encoder-only`` leaves the box head out (the
+paper's baseline). MAE.pth is read without running code from it (``args`` may be an
+argparse.Namespace, as in MAE's releases); ``--unsafe-load`` unpickles a trusted file that
+holds other objects. Reading and writing show progress bars with rate and ETA on stderr. The
+conversion is d2ext.projects.imted.mae_to_imted, which runs d2ext.checkpoint.convert_checkpoint.
 """
 
 import argparse
@@ -43,10 +43,8 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     args = parse_args(argv)
 
-    import dataclasses
     import json
 
-    from d2ext.checkpoint import load_checkpoint, save_detectron2_checkpoint
     from d2ext.checkpoint.convert import exit_on_conversion_error
     from d2ext.projects.imted import mae_to_imted
     from d2ext.utils.io import atomic_write_bytes
@@ -57,22 +55,21 @@ def main(argv=None) -> dict:
 
         model = instantiate(LazyConfig.load(args.config_file).model)
     with exit_on_conversion_error(args.src):
-        ckpt = load_checkpoint(args.src, unsafe=args.unsafe_load, progress=not args.no_progress)
-        state, report = mae_to_imted(ckpt, model, load_decoder=not args.encoder_only)
+        _, report = mae_to_imted(
+            args.src,
+            model,
+            load_decoder=not args.encoder_only,
+            dst=args.dst,
+            fail_on=() if args.allow_mismatch else ("shape_mismatch",),
+            meta={"__author__": f"d2ext convert_mae from {args.src}"},
+            unsafe=args.unsafe_load,
+            progress=not args.no_progress,
+        )
     print(report.summary())
     for field in ("missing", "unexpected", "shape_mismatch"):
         if getattr(report, field):
             print(f"{field}: {getattr(report, field)}")
-    if report.shape_mismatch and not args.allow_mismatch:
-        raise SystemExit("keys of another shape: wrong config for this checkpoint?")
-    save_detectron2_checkpoint(
-        args.dst,
-        state,
-        progress=not args.no_progress,
-        __author__=f"d2ext convert_mae from {args.src}",
-        mae_report=report.summary(),
-    )
-    out = dataclasses.asdict(report)
+    out = report.to_dict()
     if args.report:
         atomic_write_bytes(args.report, json.dumps(out, indent=1).encode())
     print(f"wrote {args.dst}")

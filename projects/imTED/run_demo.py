@@ -28,20 +28,28 @@ ARM_FOLDERS = {"imTED": "imted", "encoder only": "encoder_only"}
 
 
 def _convert(mae_ckpt: str, out: str, encoder_only: bool, unsafe: bool = False) -> None:
+    """The MAE pretraining checkpoint -> the detector's checkpoint at ``out`` (imTED: encoder
+    and decoder; ``encoder_only``: the baseline); stops if a key does not fit the detector."""
     from detectron2.config import LazyConfig, instantiate
 
-    from d2ext.checkpoint import load_checkpoint, save_detectron2_checkpoint
     from d2ext.projects.imted import mae_to_imted
 
     if os.path.exists(out):
         return
     model = instantiate(LazyConfig.load(DETECTOR).model)
-    ckpt = load_checkpoint(mae_ckpt, unsafe=unsafe)
-    state, report = mae_to_imted(ckpt, model, load_decoder=not encoder_only)
+    try:
+        _, report = mae_to_imted(
+            mae_ckpt,
+            model,
+            load_decoder=not encoder_only,
+            dst=out,
+            fail_on=("missing", "unexpected", "shape_mismatch"),
+            meta={"__author__": f"run_demo from {mae_ckpt}"},
+            unsafe=unsafe,
+        )
+    except ValueError as e:
+        raise SystemExit(f"the MAE checkpoint does not fit the detector: {e}") from e
     print(("encoder only: " if encoder_only else "imTED: ") + report.summary(), flush=True)
-    if report.missing or report.unexpected or report.shape_mismatch:
-        raise SystemExit(f"the MAE checkpoint does not fit the detector: {report}")
-    save_detectron2_checkpoint(out, state, __author__=f"run_demo from {mae_ckpt}")
 
 
 def main(argv=None):

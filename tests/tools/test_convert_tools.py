@@ -73,3 +73,42 @@ def test_aligndet_demo_extract(tmp_path, capsys):
     with pytest.raises(SystemExit, match="does not fit"):
         demo.extract(str(tmp_path / "pretrain"), wrong, str(tmp_path / "x.pth"))
     assert not (tmp_path / "x.pth").exists()
+
+
+def test_convert_mae_tool(tmp_path, capsys):
+    import json
+
+    from ..helpers import load_tool
+
+    demo = _demo("imTED")
+    mae = _model(os.path.relpath(demo.MAE_CONFIG, REPO)).state_dict()
+    torch.save({"model": mae, "epoch": 0}, tmp_path / "mae.pth")
+    argv = [str(tmp_path / "mae.pth"), str(tmp_path / "out.pth"), "--config-file", demo.DETECTOR]
+    out = load_tool("convert_mae").main([*argv, "--report", str(tmp_path / "report.json")])
+    captured = capsys.readouterr()
+    assert "reading mae.pth" in captured.err and "writing out.pth" in captured.err
+    assert json.loads((tmp_path / "report.json").read_text()) == json.loads(json.dumps(out))
+    assert not out["missing"] and not out["unexpected"] and not out["shape_mismatch"]
+    unused = [
+        "decoder_norm.bias",
+        "decoder_norm.weight",
+        "decoder_pred.bias",
+        "decoder_pred.weight",
+    ]
+    assert sorted(out["unused"]) == [*unused, "mask_token"]
+    written = torch.load(tmp_path / "out.pth", weights_only=True)["model"]
+    assert set(written) == set(out["loaded"])
+    assert torch.equal(written["roi_heads.box_head.decoder_blocks.0.mlp.fc1.weight"],
+                       mae["decoder_blocks.0.mlp.fc1.weight"])  # fmt: skip
+
+    # a decoder table of another grid: reported with the fix, nothing written
+    other = dict(mae, decoder_pos_embed=torch.zeros(1, 17, mae["decoder_pos_embed"].shape[-1]))
+    torch.save({"model": other}, tmp_path / "mae4.pth")
+    argv = [str(tmp_path / "mae4.pth"), str(tmp_path / "out4.pth"), "--config-file", demo.DETECTOR]
+    with pytest.raises(SystemExit, match="pretrain_grid=4"):
+        load_tool("convert_mae").main([*argv, "--no-progress"])
+    assert not (tmp_path / "out4.pth").exists()
+    out = load_tool("convert_mae").main([*argv, "--no-progress", "--allow-mismatch"])
+    assert len(out["shape_mismatch"]) == 1
+    written = torch.load(tmp_path / "out4.pth", weights_only=True)["model"]
+    assert "roi_heads.box_head.decoder_pos_embed" not in written

@@ -1,10 +1,17 @@
 """Loading an official MAE *full* checkpoint (encoder + decoder) into imTED."""
 
-import dataclasses
 import math
+import os
 
 import torch
 import torch.nn.functional as F
+
+from d2ext.checkpoint import (
+    ConversionReport,
+    Transformed,
+    convert_checkpoint,
+    load_checkpoint,
+)
 
 __all__ = ["MAE_TO_IMTED", "MAEMappingReport", "fewshot_init_from_base", "mae_to_imted"]
 
@@ -31,17 +38,8 @@ MAE_UNUSED = ("mask_token", "decoder_pred.")
 MAE_OPTIONAL = ("cls_token", "decoder_pos_embed", "decoder_norm.")
 
 
-@dataclasses.dataclass
-class MAEMappingReport:
-    loaded: list[str]  # detector keys filled from the checkpoint
-    missing: list[str]  # detector keys (of the mapped modules) the checkpoint lacks
-    unexpected: list[str]  # checkpoint keys that map nowhere
-    unused: list[str]  # checkpoint keys imTED does not use by design
-    shape_mismatch: list[str]  # mapped keys whose shapes differ (left out)
-    interpolated: list[str]  # position embeddings resized to the model's grid
-
-    def summary(self) -> str:
-        return ", ".join(f"{len(v)} {k}" for k, v in dataclasses.asdict(self).items())
+MAEMappingReport = ConversionReport
+"""imTED's earlier report type: the one report of :func:`d2ext.checkpoint.convert_checkpoint`."""
 
 
 def _resize_pos(pos: torch.Tensor, num_positions: int) -> torch.Tensor:
@@ -55,14 +53,30 @@ def _resize_pos(pos: torch.Tensor, num_positions: int) -> torch.Tensor:
     return torch.cat([cls, grid.permute(0, 2, 3, 1).reshape(1, big * big, -1).to(pos.dtype)], 1)
 
 
+def _mae_transform(src: str, new: str, value, expected) -> Transformed | None:
+    """imTED's special keys (the ``transform`` of :func:`mae_to_imted`): the encoder's position
+    embedding resized to the model's grid; a decoder table of another grid reported with the
+    ``pretrain_grid`` that fits it."""
+    if expected is None or value.shape == expected.shape:
+        return None
+    if src == "pos_embed":
+        return Transformed(_resize_pos(value, expected.shape[1]), interpolated=True)
+    if src == "decoder_pos_embed" and value.shape[-1] == expected.shape[-1]:
+        grid = math.isqrt(value.shape[1] - 1)
+        return Transformed(value, note=f"build the box head with pretrain_grid={grid}")
+    return None
+
+
 def mae_to_imted(
-    checkpoint: dict, model: torch.nn.Module | None = None, load_decoder: bool = True
-) -> tuple[dict, MAEMappingReport]:
-    """Maps an official MAE full checkpoint onto imTED's keys.
+    checkpoint, model: torch.nn.Module | None = None, load_decoder: bool = True, **convert_kwargs
+) -> tuple[dict, ConversionReport]:
+    """Maps an official MAE full checkpoint onto imTED's keys, through
+    :func:`d2ext.checkpoint.convert_checkpoint`.
 
     Args:
         checkpoint: the loaded file (``{"model": state_dict}`` as MAE saves it, or a bare
-            state dict).
+            state dict), or its path (read with :func:`d2ext.checkpoint.load_checkpoint`, which
+            runs no code from it; ``unsafe=True`` in ``convert_kwargs`` for a trusted file).
         model: the imTED detector; when given, shapes are checked, the encoder's position
             embedding is interpolated to its grid, keys of :data:`MAE_OPTIONAL` the model has
             no place for are reported as unused, and ``missing`` lists its encoder / box-head
@@ -70,10 +84,18 @@ def mae_to_imted(
             Without a model, ``decoder_norm.*`` is reported as unused (imTED's head).
         load_decoder: False maps the encoder only (imTED's "encoder-only" baseline: box head
             randomly initialised).
+        convert_kwargs: passed to :func:`~d2ext.checkpoint.convert_checkpoint` (``dst``,
+            ``fail_on``, ``meta``, ``progress``, ``unsafe``).
 
     Returns:
         (state dict for ``model.load_state_dict(..., strict=False)``, report).
     """
+    if isinstance(checkpoint, (str, os.PathLike)):
+        checkpoint = load_checkpoint(
+            checkpoint,
+            unsafe=convert_kwargs.pop("unsafe", False),
+            progress=convert_kwargs.get("progress", False),
+        )
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not state:
         raise ValueError("not a checkpoint: expected a state dict, or one under 'model'")
@@ -91,44 +113,23 @@ def mae_to_imted(
             "the checkpoint has no decoder ('decoder_blocks.N.'): it is an encoder-only MAE "
             "release; imTED needs the full one (or pass load_decoder=False for the baseline)"
         )
-    target = model.state_dict() if model is not None else None
-    out, rep = {}, MAEMappingReport([], [], [], [], [], [])
-    for k, v in state.items():
-        if k.startswith(MAE_UNUSED) or (model is None and k.startswith("decoder_norm.")):
-            rep.unused.append(k)
-            continue
-        new = next((d + k[len(s) :] for s, d in MAE_TO_IMTED if k.startswith(s)), None)
-        if new is None:
-            rep.unexpected.append(k)
-            continue
-        if not load_decoder and new.startswith("roi_heads."):
-            rep.unused.append(k)
-            continue
-        if target is not None:
-            if new not in target:
-                (rep.unused if k.startswith(MAE_OPTIONAL) else rep.unexpected).append(k)
-                continue
-            if k == "pos_embed" and v.shape != target[new].shape:
-                v = _resize_pos(v, target[new].shape[1])
-                rep.interpolated.append(new)
-            if v.shape != target[new].shape:
-                msg = f"{k}: {tuple(v.shape)} vs {tuple(target[new].shape)}"
-                if k == "decoder_pos_embed" and v.shape[-1] == target[new].shape[-1]:
-                    grid = math.isqrt(v.shape[1] - 1)
-                    msg += f" (build the box head with pretrain_grid={grid})"
-                rep.shape_mismatch.append(msg)
-                continue
-        out[new] = v
-        rep.loaded.append(new)
-    if target is not None:
-        prefixes = [d for _, d in MAE_TO_IMTED if load_decoder or not d.startswith("roi_heads.")]
-        fresh = "roi_heads.box_head.decoder_box_norm."  # imTED's: not in any MAE checkpoint
-        rep.missing = [
-            k
-            for k in target
-            if k.startswith(tuple(prefixes)) and k not in out and not k.startswith(fresh)
-        ]
-    return out, rep
+    unused = MAE_UNUSED + (("decoder_norm.",) if model is None else ())
+    kept = [(s, d) for s, d in MAE_TO_IMTED if load_decoder or not d.startswith("roi_heads.")]
+    prefix_map = [(s, None) for s in unused] + [
+        (s, d if (s, d) in kept else None) for s, d in MAE_TO_IMTED
+    ]
+    return convert_checkpoint(
+        state,
+        prefix_map,
+        model=model,
+        keep_predictors=True,  # no detector predictor comes from MAE
+        unmatched="unexpected",
+        optional=MAE_OPTIONAL,
+        transform=_mae_transform,
+        missing_within=[d for _, d in kept],
+        fresh=("roi_heads.box_head.decoder_box_norm.",),  # imTED's: not in any MAE checkpoint
+        **convert_kwargs,
+    )
 
 
 def fewshot_init_from_base(
