@@ -81,6 +81,8 @@ PRIVATE_MEMBERS: tuple[tuple[str, str, str | None, str], ...] = (
      "AlignDetFCOS calls it"),
     ("detectron2.engine.hooks.PeriodicWriter", "_writers", None,
      "d2ext's PeriodicWriter reads it"),
+    ("detectron2.engine.hooks.PreciseBN", "_disabled", None,
+     "SoCo's PreciseBN sets and reads it (deferred set-up)"),
     ("detectron2.utils.events.JSONWriter", "_file_handle", None,
      "MetricsJSONWriter sets and reads it (resumable metrics.json)"),
     ("detectron2.utils.events.JSONWriter", "_last_write", None, "MetricsJSONWriter sets it"),
