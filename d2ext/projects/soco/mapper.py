@@ -17,7 +17,12 @@ from PIL import Image
 
 from d2ext.layers import SOCO_THRESHOLDS, assign_levels_soco, box_jitter, clip_boxes_to_view
 
-__all__ = ["SOCO_BOX_LIST_VIEWS", "SoCoDatasetMapper", "byol_colour_augmentation"]
+__all__ = [
+    "SOCO_BOX_LIST_VIEWS",
+    "SoCoDatasetMapper",
+    "byol_colour_augmentation",
+    "cutout_in_boxes",
+]
 
 # The view of each of the mapper's four box lists: V1's boxes for the (V1, V2) pair, V2's, V1's
 # boxes for the (V1, V3) pair, V3's.

@@ -21,7 +21,14 @@ from d2ext.modeling.poolers import ScaleAwareROIPooler
 
 from .mapper import SOCO_BOX_LIST_VIEWS
 
-__all__ = ["SOCO_TO_DETECTRON2", "MLP", "SoCo", "byol_loss"]
+__all__ = [
+    "MLP",
+    "SOCO_TO_DETECTRON2",
+    "SOCO_VIEW_PAIRS",
+    "SoCo",
+    "byol_loss",
+    "zero_init_last_norm",
+]
 
 # Prefix map of tools/convert_pretrain.py / d2ext.checkpoint.convert_state_dict from a SoCo
 # checkpoint to a detectron2 Faster / Mask R-CNN with the same backbone and box head.
