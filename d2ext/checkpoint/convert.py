@@ -15,6 +15,7 @@ embeddings or pseudo boxes, not the target classes), so fine-tuning starts them 
 """
 
 import contextlib
+import dataclasses
 import os
 import pickle
 import re
@@ -202,6 +203,9 @@ def convert_checkpoint(
     """
     if unmatched not in ("unused", "unexpected"):
         raise ValueError(f"unmatched must be 'unused' or 'unexpected', got {unmatched!r}")
+    fields = [f.name for f in dataclasses.fields(ConversionReport) if f.name != "compared"]
+    if set(fail_on) - set(fields):
+        raise ValueError(f"fail_on names {sorted(set(fail_on) - set(fields))}; fields: {fields}")
     if isinstance(checkpoint, (str, os.PathLike)):
         checkpoint = load_checkpoint(checkpoint, unsafe=unsafe, progress=progress)
     state = _state_dict_of(checkpoint)
@@ -215,15 +219,16 @@ def convert_checkpoint(
         if any(part in key for part in drop_source):
             report.unused.append(key)
             continue
-        new = next(((s, d) for s, d in prefix_map if key.startswith(s)), None)
-        if new is None:
+        pair = next(((s, d) for s, d in prefix_map if key.startswith(s)), None)
+        if pair is None:
             getattr(report, unmatched).append(key)
             continue
-        if new[1] is None:
+        src_prefix, dst_prefix = pair
+        if dst_prefix is None:
             report.unused.append(key)
             continue
         matched = True
-        new = new[1] + key[len(new[0]) :]
+        new = dst_prefix + key[len(src_prefix) :]
         if not keep_predictors and any(p.search(new) for p in patterns):
             report.dropped_predictors.append(new)
             continue

@@ -199,6 +199,8 @@ def test_convert_checkpoint_fail_on_writes_nothing(tmp_path):
     assert not list(tmp_path.iterdir())  # no temporary left either
     with pytest.raises(ValueError, match="unmatched"):
         convert_checkpoint(_tiny_source(), MAP, unmatched="ignored")
+    with pytest.raises(ValueError, match="fail_on names"):
+        convert_checkpoint(_tiny_source(), MAP, fail_on=("mismatch",))
 
 
 def test_convert_checkpoint_progress_bars(tmp_path, capsys):
