@@ -34,13 +34,14 @@ import socket
 
 import numpy as np
 
+from d2ext.utils.io import atomic_write_bytes
+
 __all__ = [
     "CacheLockedError",
     "CacheSettingsError",
     "DuplicateKeyError",
     "ProposalCache",
     "ProposalWriter",
-    "atomic_write_bytes",
     "read_cache_keys",
     "shard_dirname",
 ]
@@ -99,26 +100,6 @@ def _shard_dirs(root: str) -> list[str]:
         for d in os.listdir(root)
         if d.startswith("shard-") and os.path.isdir(os.path.join(root, d))
     )
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Writes ``data`` to a temporary file beside ``path`` (created with the user's umask, not
-    ``mkstemp``'s 0600), fsyncs it and renames it over ``path``. A crash at any point leaves
-    ``path`` as it was."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _read_chunk_meta(chunk: str) -> dict:

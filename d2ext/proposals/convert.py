@@ -11,7 +11,9 @@ import os
 import numpy as np
 from PIL import Image
 
-from .cache import ProposalCache, ProposalWriter, atomic_write_bytes
+from d2ext.utils.io import atomic_write_bytes
+
+from .cache import ProposalCache, ProposalWriter
 
 __all__ = [
     "DatasetProposals",
