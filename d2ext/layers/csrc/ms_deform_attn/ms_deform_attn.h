@@ -28,7 +28,8 @@ template <typename T>
 struct BilinearCorners {
   int64_t index[4];
   T weight[4];
-  T lh, lw, hh, hw;  // fractional parts and their complements: weight = {hh hw, hh lw, lh hw, lh lw}
+  T lh, lw, hh,
+      hw;  // fractional parts and their complements: weight = {hh hw, hh lw, lh hw, lh lw}
 };
 
 // Fills `c` for the location (x, y) of an H x W level; returns false when the point lies
@@ -75,8 +76,8 @@ D2EXT_HOST_DEVICE inline bool bilinear_corners(T x, T y, int64_t height, int64_t
 // sample = sum_i weight[i] * v_i, output += a * sample.
 template <typename T>
 D2EXT_HOST_DEVICE inline void sample_gradients(const BilinearCorners<T>& c, const T g[4], T a,
-                                               int64_t height, int64_t width, T& grad_a,
-                                               T& grad_x, T& grad_y) {
+                                               int64_t height, int64_t width, T& grad_a, T& grad_x,
+                                               T& grad_y) {
   grad_a = c.weight[0] * g[0] + c.weight[1] * g[1] + c.weight[2] * g[2] + c.weight[3] * g[3];
   // d weight / d w_im = {-hh, hh, -lh, lh}; d weight / d h_im = {-hw, -lw, hw, lw}
   const T dw = c.hh * (g[1] - g[0]) + c.lh * (g[3] - g[2]);
@@ -94,8 +95,8 @@ inline void check_ms_deform_attn_inputs(const char* op, const at::Tensor& value,
   TORCH_CHECK(spatial_shapes.dim() == 2 && spatial_shapes.size(1) == 2, op,
               ": spatial_shapes must have shape [L, 2] (H, W per level), got ",
               spatial_shapes.sizes());
-  TORCH_CHECK(spatial_shapes.scalar_type() == at::kLong, op,
-              ": spatial_shapes must be int64, got ", spatial_shapes.scalar_type());
+  TORCH_CHECK(spatial_shapes.scalar_type() == at::kLong, op, ": spatial_shapes must be int64, got ",
+              spatial_shapes.scalar_type());
   const int64_t n = value.size(0), m = value.size(2), l = spatial_shapes.size(0);
   TORCH_CHECK(sampling_locations.dim() == 6 && sampling_locations.size(0) == n &&
                   sampling_locations.size(2) == m && sampling_locations.size(3) == l &&
@@ -118,9 +119,11 @@ inline void check_ms_deform_attn_inputs(const char* op, const at::Tensor& value,
   TORCH_CHECK(spatial_shapes.device() == value.device() &&
                   sampling_locations.device() == value.device() &&
                   attention_weights.device() == value.device(),
-              op, ": value, spatial_shapes, sampling_locations and attention_weights are on "
-              "different devices (", value.device(), ", ", spatial_shapes.device(), ", ",
-              sampling_locations.device(), ", ", attention_weights.device(), ")");
+              op,
+              ": value, spatial_shapes, sampling_locations and attention_weights are on "
+              "different devices (",
+              value.device(), ", ", spatial_shapes.device(), ", ", sampling_locations.device(),
+              ", ", attention_weights.device(), ")");
 }
 
 // The gradient of the output, [N, Q, M * D], of value's dtype and device.

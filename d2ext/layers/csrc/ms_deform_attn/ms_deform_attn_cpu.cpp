@@ -115,8 +115,8 @@ void forward_kernel(const Dims& dm, const T* value, const T* loc, const T* attn,
 }
 
 template <typename T>
-void backward_kernel(const Dims& dm, const T* grad_out, const T* value, const T* loc,
-                     const T* attn, T* grad_value, T* grad_loc, T* grad_attn) {
+void backward_kernel(const Dims& dm, const T* grad_out, const T* value, const T* loc, const T* attn,
+                     T* grad_value, T* grad_loc, T* grad_attn) {
   const int64_t lp = dm.l * dm.p, row_stride = dm.m * dm.d;
   const std::vector<T> zeros(dm.d, T(0));
   // One (batch, head) per task: the task is the only writer of grad_value[batch, :, head, :].

@@ -4,11 +4,12 @@
 // pixel); the location and attention-weight gradients, sums over the D channels of a head, are
 // reduced across the head's threads with warp shuffles before one atomic add per warp segment.
 #include <ATen/ATen.h>
-#include <ATen/cuda/Atomic.cuh>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
+
+#include <ATen/cuda/Atomic.cuh>
 
 #include "ms_deform_attn.h"
 
@@ -30,10 +31,9 @@ struct ThreadIndex {
 template <typename T>
 __global__ void ms_deform_attn_forward_kernel(int64_t total, const T* __restrict__ value,
                                               const int64_t* __restrict__ shapes,
-                                              const T* __restrict__ loc,
-                                              const T* __restrict__ attn, T* __restrict__ out,
-                                              int64_t s, int64_t q, int64_t m, int64_t d,
-                                              int64_t l, int64_t p) {
+                                              const T* __restrict__ loc, const T* __restrict__ attn,
+                                              T* __restrict__ out, int64_t s, int64_t q, int64_t m,
+                                              int64_t d, int64_t l, int64_t p) {
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
        idx += static_cast<int64_t>(blockDim.x) * gridDim.x) {
     const ThreadIndex t(idx, q, m, d);
@@ -123,8 +123,7 @@ __global__ void ms_deform_attn_backward_kernel(int64_t total, const T* __restric
 
 // Checks everything, including the level sizes (one small copy of spatial_shapes to the host).
 void check_cuda_inputs(const char* op, const at::Tensor& value, const at::Tensor& spatial_shapes,
-                       const at::Tensor& sampling_locations,
-                       const at::Tensor& attention_weights) {
+                       const at::Tensor& sampling_locations, const at::Tensor& attention_weights) {
   check_ms_deform_attn_inputs(op, value, spatial_shapes, sampling_locations, attention_weights);
   TORCH_CHECK(value.is_cuda(), op, ": CUDA kernel called with ", value.device());
   check_ms_deform_attn_levels(op, spatial_shapes.to(at::kCPU).contiguous(), value.size(1));
@@ -161,12 +160,11 @@ at::Tensor ms_deform_attn_cuda(const at::Tensor& value, const at::Tensor& spatia
 
 template <typename T, int kSegment>
 void launch_backward(int64_t total, cudaStream_t stream, const T* grad_out, const T* value,
-                     const int64_t* shapes, const T* loc, const T* attn, T* grad_value,
-                     T* grad_loc, T* grad_attn, int64_t s, int64_t q, int64_t m, int64_t d,
-                     int64_t l, int64_t p) {
+                     const int64_t* shapes, const T* loc, const T* attn, T* grad_value, T* grad_loc,
+                     T* grad_attn, int64_t s, int64_t q, int64_t m, int64_t d, int64_t l,
+                     int64_t p) {
   ms_deform_attn_backward_kernel<T, kSegment><<<blocks_for(total), kThreads, 0, stream>>>(
-      total, grad_out, value, shapes, loc, attn, grad_value, grad_loc, grad_attn, s, q, m, d, l,
-      p);
+      total, grad_out, value, shapes, loc, attn, grad_value, grad_loc, grad_attn, s, q, m, d, l, p);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cuda(
