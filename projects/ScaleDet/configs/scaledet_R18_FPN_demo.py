@@ -6,8 +6,8 @@ own label space and zero-shot on the synonyms split (labels never trained).
 """
 
 from detectron2.config import LazyCall as L
-from detectron2.evaluation import COCOEvaluator
 
+from d2ext.evaluation import COCOEvaluator
 from d2ext.model_zoo import get_config
 from d2ext.projects.scaledet import MultiDatasetEvaluator, MultiDatasetTestLoader
 from d2ext.projects.scaledet.builders import dataset_test, make_scaledet, multi_dataset_loader
@@ -34,18 +34,18 @@ dataloader.tests = {
     "shapes": dataset_test(
         "d2ext_demo_shapes_val",
         dataloader.test.mapper,
-        L(COCOEvaluator)(dataset_name="d2ext_demo_shapes_val", use_fast_impl=False),
+        L(COCOEvaluator)(dataset_name="d2ext_demo_shapes_val"),
     ),
     "signs": dataset_test(
         "d2ext_demo_signs_val",
         dataloader.test.mapper,
-        L(COCOEvaluator)(dataset_name="d2ext_demo_signs_val", use_fast_impl=False),
+        L(COCOEvaluator)(dataset_name="d2ext_demo_signs_val"),
     ),
     # zero-shot: nine labels named by near-synonyms that no training set uses
     "synonyms": dataset_test(
         "d2ext_demo_synonyms_val",
         dataloader.test.mapper,
-        L(COCOEvaluator)(dataset_name="d2ext_demo_synonyms_val", use_fast_impl=False),
+        L(COCOEvaluator)(dataset_name="d2ext_demo_synonyms_val"),
     ),
 }
 # detectron2's own do_test (tools/lazyconfig_train_net.py) reads only dataloader.test and
