@@ -15,6 +15,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 PY=${PY:-$ROOT/.venv/bin/python}
+case "$PY" in /*) ;; *) PY="$PWD/$PY" ;; esac # the script cds: a relative PY (make passes one) must not break
 TMP=$(mktemp -d -t d2ext-wheel.XXXXXX)
 cleanup() { if [ "${KEEP:-0}" = 1 ]; then echo "[wheel] kept $TMP"; else rm -rf "$TMP"; fi; }
 trap cleanup EXIT
