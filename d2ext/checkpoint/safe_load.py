@@ -157,10 +157,15 @@ def load_pkl(path: str, *, unsafe: bool = False, switch: str = "--unsafe-load") 
         UnsafeCheckpointError: the file references anything outside :data:`PKL_ALLOWED_GLOBALS`.
     """
     with open(path, "rb") as f:
-        if unsafe:
-            logger.warning(f"Unpickling {path} without restrictions ({switch})")
-            return pickle.load(f, encoding="latin1")
-        return RestrictedUnpickler(f, path=path, switch=switch).load()
+        return _unpickle(f, path, unsafe, switch)
+
+
+def _unpickle(f: Any, path: str, unsafe: bool, switch: str) -> Any:
+    """:func:`load_pkl` on the open binary file ``f`` of ``path``."""
+    if unsafe:
+        logger.warning(f"Unpickling {path} without restrictions ({switch})")
+        return pickle.load(f, encoding="latin1")
+    return RestrictedUnpickler(f, path=path, switch=switch).load()
 
 
 def _torch_reason(err: Exception) -> str:
@@ -215,10 +220,7 @@ def _load(file: Any, path: str, unsafe: bool, switch: str, map_location: Any) ->
     if path.endswith(".pkl"):
         if isinstance(file, str):
             return load_pkl(path, unsafe=unsafe, switch=switch)
-        if unsafe:
-            logger.warning(f"Unpickling {path} without restrictions ({switch})")
-            return pickle.load(file, encoding="latin1")
-        return RestrictedUnpickler(file, path=path, switch=switch).load()
+        return _unpickle(file, path, unsafe, switch)
     if unsafe:
         logger.warning(f"Loading {path} with torch.load(weights_only=False) ({switch})")
         return torch.load(file, map_location=map_location, weights_only=False)
