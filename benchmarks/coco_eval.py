@@ -103,13 +103,14 @@ def best_time(fn, repeats: int):
 
 def compare(coco_gt, results: list[dict], repeats: int) -> tuple[float, float, float]:
     """Returns (pycocotools seconds, faster-coco-eval seconds, largest stats difference)."""
-    from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
     from faster_coco_eval import COCOeval_faster
     from pycocotools.cocoeval import COCOeval
 
+    from d2ext.utils.d2_compat import evaluate_predictions_on_coco
+
     def run(cls):
         with contextlib.redirect_stdout(io.StringIO()):
-            return _evaluate_predictions_on_coco(coco_gt, results, "bbox", cocoeval_fn=cls)
+            return evaluate_predictions_on_coco(coco_gt, results, "bbox", cocoeval_fn=cls)
 
     t_ref, ref = best_time(lambda: run(COCOeval), repeats)
     t_fast, fast = best_time(lambda: run(COCOeval_faster), repeats)

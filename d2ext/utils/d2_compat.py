@@ -11,7 +11,10 @@ notice. d2ext imports each of them here, and only here, under a public name:
 - :func:`create_gradient_clipper` (``detectron2.solver.build._create_gradient_clipper``) and
   :func:`generate_optimizer_class_with_gradient_clipping`
   (``detectron2.solver.build._generate_optimizer_class_with_gradient_clipping``): the optimizer
-  wrapper behind ``SOLVER.CLIP_GRADIENTS`` (``d2ext.solver.with_gradient_clipping``).
+  wrapper behind ``SOLVER.CLIP_GRADIENTS`` (``d2ext.solver.with_gradient_clipping``);
+- :func:`evaluate_predictions_on_coco`
+  (``detectron2.evaluation.coco_evaluation._evaluate_predictions_on_coco``): one COCO scoring
+  of a results list with a chosen COCOeval class (``benchmarks/coco_eval.py``).
 
 :data:`PRIVATE_MEMBERS` lists the private methods and attributes of detectron2 classes (and a
 module global) that d2ext subclasses override, call or read. ``tests/utils/test_d2_compat.py``
@@ -19,6 +22,9 @@ checks every name here against the installed detectron2 (existence and signature
 no other d2ext file imports a private detectron2 name.
 """
 
+from detectron2.evaluation.coco_evaluation import (
+    _evaluate_predictions_on_coco as evaluate_predictions_on_coco,
+)
 from detectron2.modeling.box_regression import (
     _dense_box_regression_loss as dense_box_regression_loss,
 )
@@ -34,6 +40,7 @@ __all__ = [
     "create_gradient_clipper",
     "create_zeros",
     "dense_box_regression_loss",
+    "evaluate_predictions_on_coco",
     "generate_optimizer_class_with_gradient_clipping",
 ]
 
@@ -49,6 +56,12 @@ PRIVATE_FUNCTIONS: dict[str, tuple[str, str]] = {
         "box_reg_loss_type='smooth_l1', smooth_l1_beta=0.0)",
     ),
     "create_gradient_clipper": ("detectron2.solver.build._create_gradient_clipper", "(cfg)"),
+    "evaluate_predictions_on_coco": (
+        "detectron2.evaluation.coco_evaluation._evaluate_predictions_on_coco",
+        "(coco_gt, coco_results, iou_type, kpt_oks_sigmas=None, "
+        "cocoeval_fn=<class 'pycocotools.cocoeval.COCOeval'>, "
+        "img_ids=None, max_dets_per_image=None)",
+    ),
     "generate_optimizer_class_with_gradient_clipping": (
         "detectron2.solver.build._generate_optimizer_class_with_gradient_clipping",
         "(optimizer, *, per_param_clipper=None, global_clipper=None)",

@@ -71,7 +71,7 @@ def test_private_member_exists(owner, member, params):
 
 
 def _files():
-    for folder in ("d2ext", "tools", "configs", "projects"):
+    for folder in ("d2ext", "tools", "configs", "projects", "benchmarks"):
         for path in glob.glob(os.path.join(REPO, folder, "**", "*.py"), recursive=True):
             yield os.path.relpath(path, REPO)
 
