@@ -13,7 +13,14 @@ from d2ext.checkpoint import (
     load_checkpoint,
 )
 
-__all__ = ["MAE_TO_IMTED", "MAEMappingReport", "fewshot_init_from_base", "mae_to_imted"]
+__all__ = [
+    "MAE_TO_IMTED",
+    "MAEMappingReport",
+    "MODULATOR_WEIGHT",
+    "fewshot_init_from_base",
+    "mae_to_imted",
+    "modulator_weight",
+]
 
 # official MAE key prefix -> imTED (detectron2) key prefix; first match wins
 MAE_TO_IMTED = (
@@ -178,3 +185,38 @@ def fewshot_init_from_base(
             v = new
         out[k] = v
     return out
+
+
+# the per-channel weight of imTED's MultiScaleFeatureModulator in a detector's state dict
+MODULATOR_WEIGHT = "roi_heads.box_pooler.modulator.weight"
+
+
+def modulator_weight(checkpoint, key: str = MODULATOR_WEIGHT, unsafe: bool = False) -> torch.Tensor:
+    """The multi-scale feature modulator's per-channel weight in a trained imTED detector
+    (zero at initialisation; what training made of it).
+
+    Args:
+        checkpoint: a detector checkpoint file (read with
+            :func:`d2ext.checkpoint.load_checkpoint`, which runs no code from it), a loaded
+            checkpoint (``{"model": state_dict, ...}``) or a state dict.
+        key: the weight's name in the state dict.
+        unsafe: read a file without restrictions (only for a trusted file).
+
+    Returns:
+        Tensor: [C_enc] the weight, as float32 on the CPU.
+
+    Raises:
+        KeyError: the checkpoint has no such key (a detector without the modulator).
+    """
+    if isinstance(checkpoint, (str, os.PathLike)):
+        checkpoint = load_checkpoint(checkpoint, unsafe=unsafe)
+    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError("not a checkpoint: expected a state dict, or one under 'model'")
+    if key not in state:
+        near = sorted(k for k in state if "modulator" in k)[:5]
+        raise KeyError(
+            f"{key!r} is not in the checkpoint (a detector without imTED's modulator?); "
+            f"its modulator keys: {near or 'none'}"
+        )
+    return torch.as_tensor(state[key]).detach().float().cpu()
