@@ -24,3 +24,7 @@ __all__ = [
     "ms_deform_attn",
     "ms_deform_attn_reference",
 ]
+
+from .soft_nms import batched_soft_nms, soft_nms  # noqa: E402
+
+__all__ += ["batched_soft_nms", "soft_nms"]
