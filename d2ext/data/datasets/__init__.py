@@ -8,7 +8,15 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
 from .coco_fewshot import register_coco_fewshot
-from .demo import DEMO_SPLITS, Split, _json_path, demo_root, generate_demo_data, split_is_complete
+from .demo import (
+    DEMO_SPLITS,
+    Split,
+    _json_path,
+    demo_root,
+    generate_demo_data,
+    register_demo_subsets,
+    split_is_complete,
+)
 from .image_folder import IMAGE_EXTENSIONS, image_folder_dicts, list_image_folder
 from .large_vocabulary import register_large_vocabulary_datasets
 
@@ -53,7 +61,8 @@ def _load_split(root: str, split: Split) -> list[dict]:
 
 def register_demo_datasets(root: str | None = None) -> None:
     """Registers every demo split (see :mod:`d2ext.data.datasets.demo`) rooted at ``root``
-    (default ``$DETECTRON2_DATASETS/d2ext_demo``). Re-registering is a no-op."""
+    (default ``$DETECTRON2_DATASETS/d2ext_demo``), then the subsets drawn from them.
+    Re-registering is a no-op."""
     root = demo_root(root)
     for split in DEMO_SPLITS:
         if split.name in DatasetCatalog.list():
@@ -66,6 +75,7 @@ def register_demo_datasets(root: str | None = None) -> None:
         if split.labeled:
             meta.update(json_file=_json_path(root, split), evaluator_type="coco")
         MetadataCatalog.get(split.name).set(**meta)
+    register_demo_subsets()
 
 
 def register_all_datasets() -> None:

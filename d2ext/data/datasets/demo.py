@@ -14,6 +14,12 @@ same images and annotations. Datasets (names as registered in detectron2's catal
 - ``d2ext_demo_synonyms_val``: objects of all nine classes, labelled with near-synonyms
   ("circular disc", "square block", ...) that no training split uses: ScaleDet's zero-shot
   evaluation.
+- ``d2ext_demo_unlabeled_large`` / ``_heldout``: unlabeled pools of 1-3 objects of 150-210 px
+  per image (every class but the 4:1 rectangle), sizes that SoCo's proposal filter
+  ``ratio3size0308`` keeps; their jsons keep the boxes (:func:`split_boxes`,
+  :func:`write_ground_truth_proposals`), their dataset dicts carry none.
+- ``d2ext_demo_shapes_train_10pct``: a deterministic 10 % of ``d2ext_demo_shapes_train`` with
+  every class (:data:`DEMO_SUBSETS`, :func:`subset_indices`).
 
 Files live under ``$DETECTRON2_DATASETS/d2ext_demo`` (default ``./datasets``), laid out as
 ``{images/<split>/*.jpg, annotations/<split>.json}``.
@@ -31,11 +37,19 @@ from d2ext.utils.io import atomic_write_bytes
 
 __all__ = [
     "DEMO_SPLITS",
+    "DEMO_SUBSETS",
+    "LARGE_POOL_CLASSES",
     "SHAPES_CLASSES",
     "SIGNS_CLASSES",
     "SYNONYMS",
+    "Subset",
     "demo_root",
     "generate_demo_data",
+    "get_split",
+    "register_demo_subsets",
+    "split_boxes",
+    "subset_indices",
+    "write_ground_truth_proposals",
 ]
 
 SHAPES_CLASSES = ("circle", "square", "triangle", "star", "cross")
@@ -51,6 +65,10 @@ SYNONYMS = (  # in the order of dict.fromkeys(SHAPES_CLASSES + SIGNS_CLASSES)
     "rectangular box",
     "diamond shape",
 )
+# the large pool's classes: all but "rectangle", whose 4:1 boxes SoCo's aspect bound (3) drops
+LARGE_POOL_CLASSES = tuple(
+    c for c in dict.fromkeys(SHAPES_CLASSES + SIGNS_CLASSES) if c != "rectangle"
+)
 FORMAT_VERSION = 1
 
 
@@ -64,8 +82,15 @@ class Split:
         classes: the shape classes drawn in its images.
         num_images: the number of images generated.
         seed: the seed of its random generator.
-        labeled: whether its json holds annotations.
+        labeled: whether its dataset dicts carry annotations.
         names: category names to use instead of ``classes`` (``None``: ``classes``).
+        object_size: (low, high) of the uniform draw of an object's size in pixels (the
+            height of its unit outline's box; a width for wide classes, see ``_draw_objects``).
+        max_objects: objects per image are drawn from 1..max_objects (fewer when they do not
+            fit without overlap in 30 tries).
+        store_boxes: for an unlabeled split, write its objects' boxes into its json all the
+            same (its dataset dicts stay without annotations): the ground truth that
+            :func:`split_boxes` reads for oracle proposals and pool measurements.
     """
 
     name: str  # registered dataset name
@@ -75,6 +100,9 @@ class Split:
     seed: int
     labeled: bool = True
     names: tuple[str, ...] | None = None  # category names if not the drawn classes' own
+    object_size: tuple[float, float] = (22.0, 110.0)
+    max_objects: int = 5
+    store_boxes: bool = False
 
     @property
     def category_names(self) -> tuple[str, ...]:
@@ -107,6 +135,32 @@ DEMO_SPLITS = (
         80,
         6,
         names=SYNONYMS,
+    ),
+    # A pool whose objects SoCo's proposal filter keeps (ratio3size0308: aspect <= 3,
+    # sqrt(wh) / sqrt(HW) in [0.3, 0.8]): objects of 150-210 px, 1-3 per image, every class
+    # but the 4:1 rectangle. Unlabeled; the json keeps the boxes (oracle proposals).
+    Split(
+        "d2ext_demo_unlabeled_large",
+        "unlabeled_large",
+        LARGE_POOL_CLASSES,
+        400,
+        7,
+        labeled=False,
+        object_size=(150.0, 210.0),
+        max_objects=3,
+        store_boxes=True,
+    ),
+    # The same distribution, other images: held out of pretraining for its diagnostics.
+    Split(
+        "d2ext_demo_unlabeled_large_heldout",
+        "unlabeled_large_heldout",
+        LARGE_POOL_CLASSES,
+        100,
+        8,
+        labeled=False,
+        object_size=(150.0, 210.0),
+        max_objects=3,
+        store_boxes=True,
     ),
 )
 IMAGE_SIZES = ((240, 320), (320, 240), (288, 288))  # (height, width)
@@ -186,9 +240,11 @@ def _place(poly, cx, cy, sx, sy):
     return [(cx + x * sx, cy + y * sy) for x, y in poly]
 
 
-def _draw_objects(rng, img: Image.Image, classes, max_objects=5) -> list[dict]:
-    """Pastes 1..max_objects non-overlapping objects onto ``img``; returns COCO annotations
-    (boxes and RLE masks taken from the drawn pixels)."""
+def _draw_objects(
+    rng, img: Image.Image, classes, max_objects=5, object_size=(22.0, 110.0)
+) -> list[dict]:
+    """Pastes 1..max_objects non-overlapping objects of size uniform in ``object_size`` onto
+    ``img``; returns COCO annotations (boxes and RLE masks taken from the drawn pixels)."""
     from pycocotools import mask as mask_util
 
     width, height = img.size
@@ -199,7 +255,7 @@ def _draw_objects(rng, img: Image.Image, classes, max_objects=5) -> list[dict]:
         cat = rng.randint(len(classes))
         outer, hole, aspect = _outline(classes[cat], rng)
         for _try in range(30):
-            size = rng.uniform(22, 110)
+            size = rng.uniform(*object_size)
             if aspect < 1:
                 sx, sy = size / 2 * aspect, size / 2
             else:
@@ -245,29 +301,34 @@ def _draw_objects(rng, img: Image.Image, classes, max_objects=5) -> list[dict]:
     return anns
 
 
-def _generate_split(root: str, split: Split, photos) -> None:
-    img_dir = os.path.join(root, "images", split.dirname)
-    os.makedirs(img_dir, exist_ok=True)
+def _render_split(split: Split, photos):
+    """Yields, image by image, (COCO image record, JPEG bytes, its COCO annotations without
+    ids) of ``split``: what :func:`_generate_split` writes."""
     rng = np.random.RandomState(split.seed)
-    images, annotations = [], []
     for i in range(split.num_images):
         height, width = IMAGE_SIZES[rng.randint(len(IMAGE_SIZES))]
         img = _background(rng, photos, height, width)
-        objs = _draw_objects(rng, img, split.classes)
-        file_name = f"{i:06d}.jpg"
-        buf = _jpeg_bytes(img)
-        atomic_write_bytes(os.path.join(img_dir, file_name), buf)
-        image_id = i + 1
-        images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
+        objs = _draw_objects(rng, img, split.classes, split.max_objects, split.object_size)
+        image = {"id": i + 1, "file_name": f"{i:06d}.jpg", "height": height, "width": width}
+        yield image, _jpeg_bytes(img), objs
+
+
+def _generate_split(root: str, split: Split, photos) -> None:
+    img_dir = os.path.join(root, "images", split.dirname)
+    os.makedirs(img_dir, exist_ok=True)
+    images, annotations = [], []
+    for image, buf, objs in _render_split(split, photos):
+        atomic_write_bytes(os.path.join(img_dir, image["file_name"]), buf)
+        images.append(image)
         for obj in objs:
-            obj.update(id=len(annotations) + 1, image_id=image_id)
+            obj.update(id=len(annotations) + 1, image_id=image["id"])
             annotations.append(obj)
     coco = {
         "info": {"description": f"d2ext demo split {split.name}", "version": FORMAT_VERSION},
         "images": images,
         "categories": [{"id": k + 1, "name": c} for k, c in enumerate(split.category_names)],
     }
-    if split.labeled:
+    if split.labeled or split.store_boxes:
         coco["annotations"] = annotations
     os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
     atomic_write_bytes(_json_path(root, split), json.dumps(coco).encode())
@@ -296,14 +357,218 @@ def split_is_complete(root: str, split: Split) -> bool:
         return False
 
 
-def generate_demo_data(root: str | None = None, force: bool = False) -> str:
-    """Writes every demo split under ``root`` (see :func:`demo_root`); splits already
-    complete are kept unless ``force``. Returns the root."""
+def generate_demo_data(root: str | None = None, force: bool = False, splits=None) -> str:
+    """Writes the demo splits under ``root`` (see :func:`demo_root`).
+
+    Args:
+        root: the folder (None: :func:`demo_root`).
+        force: regenerate splits already complete too (otherwise they are not touched: a run
+            after new splits were added writes only those).
+        splits: the :class:`Split` s to write (None: every split of ``DEMO_SPLITS``).
+
+    Returns:
+        str: the root.
+    """
     root = demo_root(root)
     photos = None
-    for split in DEMO_SPLITS:
+    for split in DEMO_SPLITS if splits is None else splits:
         if not force and split_is_complete(root, split):
             continue
         photos = photos if photos is not None else _photos()
         _generate_split(root, split, photos)
     return root
+
+
+def get_split(name: str) -> Split:
+    """
+    Args:
+        name: a registered demo split's name.
+
+    Returns:
+        Split: its entry of ``DEMO_SPLITS``.
+
+    Raises:
+        KeyError: no demo split has that name.
+    """
+    for split in DEMO_SPLITS:
+        if split.name == name:
+            return split
+    raise KeyError(f"no demo split {name!r}; demo splits: {[s.name for s in DEMO_SPLITS]}")
+
+
+def _xyxy(bboxes_xywh) -> np.ndarray:
+    b = np.asarray(bboxes_xywh, dtype=np.float32).reshape(-1, 4)
+    return np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=1)
+
+
+def split_boxes(name: "str | Split", root: str | None = None) -> list[dict]:
+    """The ground-truth boxes of every object of a generated demo split, labelled or not.
+
+    Read from the split's json where it holds them (labelled splits, ``store_boxes``);
+    otherwise the split is rendered again in memory and every rendered image is checked to
+    be byte-identical to its file on disk, so the boxes are those of the images there.
+
+    Args:
+        name: the split's registered name (or its :class:`Split`).
+        root: the demo data folder (None: :func:`demo_root`).
+
+    Returns:
+        list[dict]: per image, in file order: ``image_id``, ``file_name`` (base name),
+        ``height``, ``width``, ``boxes`` (float32 [N, 4] XYXY pixels), ``category_ids``
+        (int64 [N], the json's 1-based ids).
+
+    Raises:
+        FileNotFoundError: the split is not generated under ``root``.
+        ValueError: a rendered image differs from its file (generated by another version).
+    """
+    split = name if isinstance(name, Split) else get_split(name)
+    name, root = split.name, demo_root(root)
+    if not split_is_complete(root, split):
+        raise FileNotFoundError(
+            f"demo split {name!r} is not generated under {root}; run datasets/prepare_demo.py"
+        )
+    with open(_json_path(root, split)) as f:
+        coco = json.load(f)
+    if "annotations" in coco:
+        records = [dict(im, anns=[]) for im in coco["images"]]
+        by_id = {r["id"]: r for r in records}
+        for ann in coco["annotations"]:
+            by_id[ann["image_id"]]["anns"].append(ann)
+    else:
+        records = []
+        img_dir = os.path.join(root, "images", split.dirname)
+        for image, buf, objs in _render_split(split, _photos()):
+            with open(os.path.join(img_dir, image["file_name"]), "rb") as f:
+                if f.read() != buf:
+                    raise ValueError(
+                        f"{img_dir}/{image['file_name']} differs from what this generator "
+                        f"renders for {name!r}: regenerate the split (prepare_demo.py --force)"
+                    )
+            records.append(dict(image, anns=objs))
+    return [
+        {
+            "image_id": r["id"],
+            "file_name": r["file_name"],
+            "height": r["height"],
+            "width": r["width"],
+            "boxes": _xyxy([a["bbox"] for a in r["anns"]]),
+            "category_ids": np.array([a["category_id"] for a in r["anns"]], dtype=np.int64),
+        }
+        for r in records
+    ]
+
+
+def write_ground_truth_proposals(
+    name: "str | Split", cache_dir: str, root: str | None = None
+) -> int:
+    """Writes a demo split's ground-truth boxes, class-agnostic, as a proposal cache that
+    :class:`d2ext.proposals.DatasetProposals` reads (keys: image ids): the oracle's proposals
+    for the pretraining demos. Resumable: images already in the cache are kept.
+
+    Args:
+        name: the split's registered name (or its :class:`Split`).
+        cache_dir: the cache folder; its ``settings.json`` records ``backend:
+            "ground_truth"`` and the split, so a cache of other proposals there is refused.
+        root: the demo data folder (None: :func:`demo_root`).
+
+    Returns:
+        int: the number of images written in this call.
+    """
+    from d2ext.proposals import ProposalWriter
+
+    split = name if isinstance(name, Split) else get_split(name)
+    settings = {"format": 1, "backend": "ground_truth", "dataset": split.name, "filter": None}
+    written = 0
+    with ProposalWriter(cache_dir, settings=settings) as writer:
+        done = writer.done_keys()
+        for rec in split_boxes(split, root):
+            if str(rec["image_id"]) not in done:
+                writer.add(str(rec["image_id"]), (rec["height"], rec["width"]), rec["boxes"])
+                written += 1
+    return written
+
+
+@dataclass(frozen=True)
+class Subset:
+    """A deterministic subset of a labelled demo split (the low-label protocol).
+
+    Args:
+        name: the name it is registered under.
+        parent: the labelled split it draws images from.
+        fraction: the share of the parent's images kept (rounded; at least one image per
+            class).
+        seed: the seed of the draw.
+    """
+
+    name: str
+    parent: str
+    fraction: float
+    seed: int
+
+
+DEMO_SUBSETS = (Subset("d2ext_demo_shapes_train_10pct", "d2ext_demo_shapes_train", 0.1, 0),)
+
+
+def subset_indices(dicts: list[dict], fraction: float, seed: int, num_classes: int) -> list[int]:
+    """Indices (ascending) of a deterministic subset of labelled dataset dicts holding every
+    class: in the order of a permutation drawn with ``seed``, images are first taken while
+    they add a class not yet covered, then in that order up to ``round(fraction * len)``.
+
+    Args:
+        dicts: detectron2 dataset dicts with ``annotations``.
+        fraction: the share of images kept, in (0, 1].
+        seed: the permutation's seed.
+        num_classes: the number of classes (contiguous ids 0..num_classes-1).
+
+    Returns:
+        list[int]: the kept indices.
+
+    Raises:
+        ValueError: a fraction outside (0, 1], or a class that no image holds.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    classes = [{a["category_id"] for a in d.get("annotations", [])} for d in dicts]
+    missing = set(range(num_classes)) - set().union(*classes)
+    if missing:
+        raise ValueError(f"classes {sorted(missing)} have no image to draw a subset from")
+    order = np.random.RandomState(seed).permutation(len(dicts)).tolist()
+    chosen, covered = [], set()
+    for i in order:
+        if classes[i] - covered:
+            chosen.append(i)
+            covered |= classes[i]
+        if len(covered) == num_classes:
+            break
+    target = max(round(fraction * len(dicts)), len(chosen))
+    taken = set(chosen)
+    for i in order:
+        if len(chosen) >= target:
+            break
+        if i not in taken:
+            chosen.append(i)
+            taken.add(i)
+    return sorted(chosen)
+
+
+def register_demo_subsets() -> None:
+    """Registers every subset of ``DEMO_SUBSETS`` in detectron2's catalogs (after the parent
+    splits; re-registering is a no-op). A subset's dicts are drawn from the parent's as
+    registered when it is loaded; its metadata copies the parent's classes, without a json
+    (an evaluator on it converts the subset itself)."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    for sub in DEMO_SUBSETS:
+        if sub.name in DatasetCatalog.list():
+            continue
+        parent = get_split(sub.parent)
+
+        def load(sub=sub, parent=parent):
+            dicts = DatasetCatalog.get(parent.name)
+            keep = subset_indices(dicts, sub.fraction, sub.seed, len(parent.category_names))
+            return [dicts[i] for i in keep]
+
+        DatasetCatalog.register(sub.name, load)
+        MetadataCatalog.get(sub.name).set(
+            thing_classes=list(parent.category_names), evaluator_type="coco"
+        )
