@@ -62,6 +62,9 @@ class SetCriterion(nn.Module):
         weight_dict: the weight of every loss term, by name with its layer suffix (see
             :func:`decoder_loss_weights`).
         focal_alpha, focal_gamma: the focal loss's alpha and gamma.
+        class_agnostic_proposals: the encoder proposals are matched and classified with every
+            object as class 0 (Deformable DETR, Co-Deformable-DETR); False: with their classes
+            (DINO).
     """
 
     def __init__(
@@ -72,10 +75,27 @@ class SetCriterion(nn.Module):
         weight_dict: dict[str, float],
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
+        class_agnostic_proposals: bool = True,
     ):
         super().__init__()
         self.num_classes, self.matcher, self.weight_dict = num_classes, matcher, dict(weight_dict)
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
+        self.class_agnostic_proposals = class_agnostic_proposals
+
+    def classification_loss(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        boxes: torch.Tensor,
+        target_boxes: torch.Tensor,
+    ) -> torch.Tensor:
+        """The summed sigmoid focal loss of (N, Q, K) logits against (N, Q) labels (background
+        ``num_classes``); ``boxes`` / ``target_boxes`` (N, Q, 4) are unused here (a subclass's
+        IoU-aware loss reads them)."""
+        onehot = F.one_hot(labels, self.num_classes + 1)[..., : self.num_classes].to(logits)
+        return sigmoid_focal_loss(
+            logits, onehot, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="sum"
+        )
 
     def dense_losses(
         self,
@@ -91,10 +111,7 @@ class SetCriterion(nn.Module):
         ``num_classes``; target_boxes (N, Q, 4) (read only where labels are foreground).
         Returns weighted ``loss_*{suffix}`` terms (times ``scale``), each a sum over positives
         divided by ``num_pos``."""
-        onehot = F.one_hot(labels, self.num_classes + 1)[..., : self.num_classes].to(logits)
-        cls = sigmoid_focal_loss(
-            logits, onehot, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="sum"
-        )
+        cls = self.classification_loss(logits, labels, boxes, target_boxes)
         pos = labels < self.num_classes
         src, tgt = boxes[pos], target_boxes[pos]
         l1 = F.l1_loss(src, tgt, reduction="sum")
@@ -136,7 +153,7 @@ class SetCriterion(nn.Module):
         losses = {}
         for (logits, boxes), suffix in zip(sets, suffixes):
             tg = targets
-            if suffix == "_enc":  # class-agnostic proposals: every object is class 0
+            if suffix == "_enc" and self.class_agnostic_proposals:  # every object is class 0
                 tg = [
                     {"labels": torch.zeros_like(t["labels"]), "boxes": t["boxes"]} for t in targets
                 ]

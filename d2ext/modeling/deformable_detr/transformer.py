@@ -112,7 +112,9 @@ class DeformableDecoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(d_model)
         self.ffn = _FFN(d_model, dim_feedforward, dropout)
 
-    def forward(self, tgt, query_pos, reference_points, memory, spatial_shapes, padding_mask):
+    def forward(
+        self, tgt, query_pos, reference_points, memory, spatial_shapes, padding_mask, attn_mask=None
+    ):
         """
         Args:
             tgt: [N, Q, C] query content.
@@ -121,12 +123,15 @@ class DeformableDecoderLayer(nn.Module):
             memory: [N, S, C] encoder memory.
             spatial_shapes: [L, 2] (H_l, W_l) of each level.
             padding_mask: [N, S], True at padded positions.
+            attn_mask: optional [Q, Q] bool self-attention mask, True where query i may not
+                attend to query j (DINO's denoising groups).
 
         Returns:
             Tensor: [N, Q, C] updated query content.
         """
         q = k = tgt + query_pos
-        tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, k, tgt, need_weights=False)[0]))
+        attn = self.self_attn(q, k, tgt, attn_mask=attn_mask, need_weights=False)[0]
+        tgt = self.norm1(tgt + self.dropout1(attn))
         attn = self.cross_attn(
             tgt + query_pos, reference_points, memory, spatial_shapes, padding_mask
         )
