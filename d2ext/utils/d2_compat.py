@@ -14,7 +14,10 @@ notice. d2ext imports each of them here, and only here, under a public name:
   wrapper behind ``SOLVER.CLIP_GRADIENTS`` (``d2ext.solver.with_gradient_clipping``);
 - :func:`evaluate_predictions_on_coco`
   (``detectron2.evaluation.coco_evaluation._evaluate_predictions_on_coco``): one COCO scoring
-  of a results list with a chosen COCOeval class (``benchmarks/coco_eval.py``).
+  of a results list with a chosen COCOeval class (``benchmarks/coco_eval.py``);
+- :func:`evaluate_box_proposals`
+  (``detectron2.evaluation.coco_evaluation._evaluate_box_proposals``): COCOEvaluator's
+  box-proposal recall (``d2ext.projects.pretrain_diagnostics.average_recall``).
 
 :data:`PRIVATE_MEMBERS` lists the private methods and attributes of detectron2 classes (and a
 module global) that d2ext subclasses override, call or read. ``tests/utils/test_d2_compat.py``
@@ -22,6 +25,9 @@ checks every name here against the installed detectron2 (existence and signature
 no other d2ext file imports a private detectron2 name.
 """
 
+from detectron2.evaluation.coco_evaluation import (
+    _evaluate_box_proposals as evaluate_box_proposals,
+)
 from detectron2.evaluation.coco_evaluation import (
     _evaluate_predictions_on_coco as evaluate_predictions_on_coco,
 )
@@ -40,6 +46,7 @@ __all__ = [
     "create_gradient_clipper",
     "create_zeros",
     "dense_box_regression_loss",
+    "evaluate_box_proposals",
     "evaluate_predictions_on_coco",
     "generate_optimizer_class_with_gradient_clipping",
 ]
@@ -56,6 +63,10 @@ PRIVATE_FUNCTIONS: dict[str, tuple[str, str]] = {
         "box_reg_loss_type='smooth_l1', smooth_l1_beta=0.0)",
     ),
     "create_gradient_clipper": ("detectron2.solver.build._create_gradient_clipper", "(cfg)"),
+    "evaluate_box_proposals": (
+        "detectron2.evaluation.coco_evaluation._evaluate_box_proposals",
+        "(dataset_predictions, coco_api, thresholds=None, area='all', limit=None)",
+    ),
     "evaluate_predictions_on_coco": (
         "detectron2.evaluation.coco_evaluation._evaluate_predictions_on_coco",
         "(coco_gt, coco_results, iou_type, kpt_oks_sigmas=None, "

@@ -1,0 +1,180 @@
+#!/usr/bin/env python
+"""Shows whether a SoCo / AlignDet pretraining learned what it should: cross-view box retrieval
+top-1 (pretrained vs a random network of the same config vs chance), AlignDet's class-agnostic
+AR@100 of the detector's own boxes against held-out pseudo boxes and ground truth, and the
+run's loss curves.
+
+    python tools/pretrain_diagnostics.py --config PRETRAIN_CONFIG --checkpoint model_final.pth \\
+        [--random-control] [--control-init INIT.pth] \\
+        [--dataset d2ext_demo_unlabeled_large_heldout ...] \\
+        [--proposals DIR [--make-proposals FILTER]] [--reference NAME=CACHE_DIR ...] \\
+        [--gt-dataset d2ext_demo_shapes_val ...] [--num-images N] [--batch-size B] \\
+        [--seed 0] [--metrics metrics.json] --out DIR [path.key=value ...]
+
+Batches come from the config's own pretraining mapper on the held-out images (--dataset: any
+registered dataset; its proposals in --proposals, made there first with --make-proposals
+ratio3size0308 / ratio3size0008 when missing). Retrieval: for every box seen in both views of a
+batch, is its view-2 embedding the most similar (cosine) to its view-1 embedding among all
+boxes of the batch? The embeddings are the ones the loss compares (SoCo: online predictor output
+on V1 vs target projector output on V2 / V3; AlignDet: the online detector's projector
+embeddings on view 1 vs the momentum detector's on view 2, averaged per box); chance is
+1 / boxes per batch. AR@100: detectron2's box-proposal recall at IoU 0.50:0.05:0.95. Writes
+DIR/pretrain_diagnostics.json, DIR/loss_curves.png (from the checkpoint's metrics.json) and
+prints a table.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", required=True, help="the pretraining LazyConfig (.py)")
+    parser.add_argument("--checkpoint", help="its checkpoint (model_final.pth)")
+    parser.add_argument(
+        "--random-control",
+        action="store_true",
+        help="also measure a randomly initialised model of the same config on the same batches",
+    )
+    parser.add_argument(
+        "--control-init",
+        help="checkpoint loaded into the random control (e.g. AlignDet's backbone-only start)",
+    )
+    parser.add_argument(
+        "--dataset",
+        nargs="+",
+        default=["d2ext_demo_unlabeled_large_heldout"],
+        help="registered dataset(s) of held-out unlabeled images",
+    )
+    parser.add_argument("--proposals", help="proposal cache of those images (default: config's)")
+    parser.add_argument(
+        "--make-proposals",
+        metavar="FILTER",
+        help="first generate the images' missing proposals into --proposals with this filter",
+    )
+    parser.add_argument(
+        "--gt-dataset",
+        nargs="*",
+        default=["d2ext_demo_shapes_val"],
+        help="labelled dataset(s) for AR@100 against ground truth (AlignDet; none: skip)",
+    )
+    parser.add_argument(
+        "--reference",
+        nargs="*",
+        default=[],
+        metavar="NAME=CACHE_DIR",
+        help="more AR@100 references of the --dataset images: a proposal cache keyed by image id "
+        "(e.g. the held-out split's ground-truth boxes)",
+    )
+    parser.add_argument("--num-images", type=int, help="first N images of each set")
+    parser.add_argument("--batch-size", type=int, help="images per batch (default: config's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--metrics", help="metrics.json (default: beside --checkpoint)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides path.key=value")
+    return parser
+
+
+def _fmt(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def _json_safe(x):
+    """NaN (no box seen) -> None, so the file is strict JSON."""
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def table(result: dict) -> str:
+    """The diagnostics as a text table."""
+    lines = [
+        f"{result['method']}: {result['num_images']} images of {', '.join(result['datasets'])}"
+    ]
+    lines.append(f"{'retrieval':<27} {'arm':<11} {'top1':>6} {'chance':>7} {'x chance':>8} boxes")
+    for arm, pairs in result["retrieval"].items():
+        for pair, r in pairs.items():
+            lines.append(
+                f"{pair:<27} {arm:<11} {_fmt(r['top1']):>6} {_fmt(r['chance']):>7} "
+                f"{_fmt(r['ratio']):>8} {r['num_boxes']}"
+            )
+    for arm, refs in result.get("ar", {}).items():
+        for ref, sources in refs.items():
+            for source, r in sources.items():
+                name = f"AR@100 {ref}/{source}"
+                lines.append(f"{name:<27} {arm:<11} {_fmt(r['ar']):>6}  gt {r['num_gt']}")
+    if result.get("loss_curves"):
+        lines.append(f"loss curves: {result['loss_curves']} ({', '.join(result['loss_terms'])})")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
+    if not args.checkpoint and not args.random_control:
+        raise SystemExit("give --checkpoint, --random-control or both")
+    if args.make_proposals and not args.proposals:
+        raise SystemExit("--make-proposals needs --proposals DIR")
+    references = {}
+    for item in args.reference:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder or name in ("pseudo", "gt"):
+            raise SystemExit(f"--reference takes NAME=CACHE_DIR (NAME not pseudo / gt), got {item}")
+        references[name] = folder
+
+    from detectron2.config import LazyConfig
+
+    from d2ext.data import register_all_datasets
+    from d2ext.data.datasets import generate_demo_data
+    from d2ext.projects.pretrain_diagnostics import pretrain_diagnostics
+    from d2ext.utils.io import atomic_write_bytes
+
+    if any(n.startswith("d2ext_demo") for n in args.dataset + list(args.gt_dataset)):
+        generate_demo_data()
+    register_all_datasets()
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config), args.opts)
+    if args.make_proposals:
+        from d2ext.proposals import dataset_items, filter_from_name, generate_proposals
+
+        items = [it for name in args.dataset for it in dataset_items(name)]
+        filt = filter_from_name(args.make_proposals)
+        print(generate_proposals(items, args.proposals, filt=filt, workers=1), flush=True)
+    try:
+        result = pretrain_diagnostics(
+            cfg,
+            args.checkpoint,
+            datasets=args.dataset,
+            proposals_dir=args.proposals,
+            random_control=args.random_control,
+            control_init=args.control_init,
+            gt_datasets=args.gt_dataset,
+            references=references,
+            num_images=args.num_images,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            metrics=args.metrics,
+            out_dir=args.out,
+            device=args.device,
+        )
+    except (KeyError, FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"pretrain_diagnostics: {e}") from e
+    result["config"] = os.path.abspath(args.config)
+    result["overrides"] = list(args.opts)
+    path = os.path.join(args.out, "pretrain_diagnostics.json")
+    atomic_write_bytes(path, json.dumps(_json_safe(result), indent=2, allow_nan=False).encode())
+    print(table(result))
+    print(f"wrote {path}", file=sys.stderr)
+    return result
+
+
+if __name__ == "__main__":
+    main()
