@@ -5,7 +5,15 @@ from collections.abc import Sequence
 import numpy as np
 from detectron2.data import transforms as T
 
-__all__ = ["DETR_SCALES", "RandomChoice", "random_colour_op", "resize_or_crop_resize"]
+__all__ = [
+    "DETR_SCALES",
+    "PadToSize",
+    "RandomChoice",
+    "lsj_augmentations",
+    "lsj_test_augmentations",
+    "random_colour_op",
+    "resize_or_crop_resize",
+]
 
 # short sides of the DETR family's multi-scale training: 480, 512, ..., 800
 DETR_SCALES = tuple(range(480, 801, 32))
@@ -95,3 +103,104 @@ def resize_or_crop_resize(
         ]
     )
     return RandomChoice([resize, crop])
+
+
+class PadToSize(T.Augmentation):
+    """Pads the image on the bottom and right to ``(height, width)`` (mmdetection's
+    ``Pad(size=...)``): the image with ``pad_value``, segmentation maps and masks with
+    ``seg_pad_value``; boxes do not move. A side already at least that long is left as is."""
+
+    def __init__(self, height: int, width: int, pad_value: float = 114.0, seg_pad_value: int = 0):
+        super().__init__()
+        if height <= 0 or width <= 0:
+            raise ValueError(f"PadToSize needs a positive size, got {(height, width)}")
+        self.height, self.width = int(height), int(width)
+        self.pad_value, self.seg_pad_value = pad_value, seg_pad_value
+
+    def get_transform(self, image: np.ndarray) -> T.Transform:
+        """
+        Args:
+            image: [H, W(, C)] the image to pad.
+
+        Returns:
+            Transform: a ``PadTransform`` to ``(height, width)`` (bottom and right).
+        """
+        h, w = image.shape[:2]
+        return T.PadTransform(
+            0,
+            0,
+            max(self.width - w, 0),
+            max(self.height - h, 0),
+            orig_w=w,
+            orig_h=h,
+            pad_value=self.pad_value,
+            seg_pad_value=self.seg_pad_value,
+        )
+
+
+def lsj_augmentations(
+    image_size: int = 1024,
+    *,
+    min_scale: float = 0.1,
+    max_scale: float = 2.0,
+    pad_value: float = 114.0,
+    horizontal_flip: bool = True,
+) -> list[T.Augmentation]:
+    """Large-scale jittering as Co-DINO's LSJ configs write it (``co_dino_5scale_lsj_*``, after
+    mmdetection's ``Resize(img_scale=(S, S), ratio_range=(0.1, 2.0), keep_ratio=True)``,
+    ``RandomCrop(crop_type='absolute_range', crop_size=(S, S))``, ``RandomFlip(0.5)``,
+    ``Pad(size=(S, S), pad_val=114)``):
+
+    1. resize keeping the aspect ratio so that the long side is ``S * r``, r ~ U(min_scale,
+       max_scale) (detectron2's ``ResizeScale`` on an S x S target);
+    2. crop a random S x S window where the image is larger (each side min(side, S); offsets
+       drawn independently, as mmdetection's ``RandomCrop``: detectron2's
+       ``RandomCrop("absolute", (S, S))``);
+    3. horizontal flip with probability 0.5;
+    4. pad to S x S on the bottom and right with ``pad_value`` (:class:`PadToSize`), after the
+       flip as in the authors' order.
+
+    Boxes are cropped and clipped by detectron2's mapper; recomputing them from the masks and
+    dropping the small ones is the mapper's part
+    (:class:`d2ext.data.copy_paste.LSJCopyPasteDatasetMapper`).
+
+    Args:
+        image_size: S, the side of the square output (1024 for the R-50 recipes; 1280 / 1536
+            for the Swin-L / ViT-L ones).
+        min_scale, max_scale: the range of r.
+        pad_value: the image padding value (the authors' 114 on every channel).
+        horizontal_flip: include the flip.
+
+    Returns:
+        list[Augmentation]: for a detectron2 ``DatasetMapper``.
+    """
+    if image_size <= 0 or not 0 < min_scale <= max_scale:
+        raise ValueError(
+            f"lsj_augmentations needs image_size > 0 and 0 < min_scale <= max_scale, got "
+            f"{image_size}, {min_scale}, {max_scale}"
+        )
+    augs = [
+        T.ResizeScale(min_scale, max_scale, image_size, image_size),
+        T.RandomCrop("absolute", (image_size, image_size)),
+    ]
+    if horizontal_flip:
+        augs.append(T.RandomFlip(prob=0.5, horizontal=True, vertical=False))
+    augs.append(PadToSize(image_size, image_size, pad_value=pad_value))
+    return augs
+
+
+def lsj_test_augmentations(image_size: int = 1024) -> list[T.Augmentation]:
+    """The LSJ configs' test resize: the long side to ``image_size``, aspect kept
+    (mmdetection's ``Resize(img_scale=(S, S), keep_ratio=True)``). The authors then pad to
+    S x S with 114; here the image stays unpadded so that detectron2's ``detector_postprocess``
+    maps boxes back to the original size, and the model pads the batch itself.
+
+    Args:
+        image_size: S.
+
+    Returns:
+        list[Augmentation]: for a detectron2 ``DatasetMapper``.
+    """
+    if image_size <= 0:
+        raise ValueError(f"image_size must be positive, got {image_size}")
+    return [T.ResizeScale(1.0, 1.0, image_size, image_size)]
