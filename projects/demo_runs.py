@@ -7,16 +7,29 @@ installed d2ext package does not carry (its configs are reached with
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 
 __all__ = [
+    "LOW_LABEL_SPLITS",
     "REPO",
+    "Step",
+    "diagnostics_step",
     "finetune_arms",
+    "finetune_rows",
+    "low_label_finetunes",
+    "low_label_summary",
+    "mean_std",
     "print_comparison",
+    "read_diagnostics",
     "read_eval_results",
+    "run_diagnostics",
+    "run_plan",
     "run_train_net",
+    "schedule_overrides",
     "signs_backbone",
 ]
 
@@ -121,3 +134,241 @@ def print_comparison(rows: list[dict], labels, title: str = "") -> dict:
         mean[label] = {k: sum(r[k] for r in mine) / len(mine) for k in ("AP", "AP50")}
         print(f"{label:<{w}} mean {mean[label]['AP']:6.2f} {mean[label]['AP50']:6.2f}")
     return mean
+
+
+# The low-label protocol's fine-tuning splits: label -> registered dataset
+LOW_LABEL_SPLITS = {"10pct": "d2ext_demo_shapes_train_10pct", "100pct": "d2ext_demo_shapes_train"}
+DIAGNOSTICS_TOOL = os.path.join(REPO, "tools", "pretrain_diagnostics.py")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a demo's plan.
+
+    Args:
+        kind: what runs it (a key of the actions given to :func:`run_plan`).
+        out: the file or folder it writes; :meth:`done` reads it.
+        config: the LazyConfig it trains (train steps).
+        overrides: ``path.key=value`` overrides of ``config``.
+        arm: fine-tuning: the initialisation's label; pretraining: its label.
+        split: fine-tuning: a key of :data:`LOW_LABEL_SPLITS`.
+        seed: fine-tuning: ``train.seed``.
+        dataset: the dataset it reads (fine-tuning: the training split; pretraining, proposals
+            and box caches: the unlabeled pool).
+        init: fine-tuning: ``train.init_checkpoint`` ("": random initialisation); conversion:
+            the pretraining folder it converts.
+    """
+
+    kind: str
+    out: str
+    config: str = ""
+    overrides: tuple[str, ...] = ()
+    arm: str = ""
+    split: str = ""
+    seed: int | None = None
+    dataset: str = ""
+    init: str = ""
+
+    def done(self) -> bool:
+        """Whether the step finished: a training with ``model_final.pth`` (pretraining) or
+        ``eval_results.json`` (fine-tuning), a diagnostics json, or an existing file. Proposal
+        and box-cache steps resume inside themselves and are always run."""
+        if self.kind in ("proposals", "box_cache"):
+            return False
+        if self.kind == "pretrain":
+            return os.path.exists(os.path.join(self.out, "model_final.pth"))
+        if self.kind == "finetune":
+            return os.path.exists(os.path.join(self.out, "eval_results.json"))
+        if self.kind == "diagnostics":
+            return os.path.exists(os.path.join(self.out, "pretrain_diagnostics.json"))
+        return os.path.exists(self.out)
+
+
+def run_plan(steps, actions: dict) -> None:
+    """Runs the steps in order, skipping finished ones (:meth:`Step.done`).
+
+    Args:
+        steps: the plan.
+        actions: kind -> callable(step); "finetune" and "pretrain" default to
+            :func:`run_train_net` on the step's config, folder and overrides.
+    """
+    train = lambda step: run_train_net(step.config, step.out, step.overrides)  # noqa: E731
+    actions = {"finetune": train, "pretrain": train, **actions}
+    for n, step in enumerate(steps, 1):
+        label = " ".join(x for x in (step.kind, step.arm, step.split) if x)
+        seed = "" if step.seed is None else f" seed {step.seed}"
+        if step.done():
+            print(f"[{n}/{len(steps)}] {label}{seed}: done, kept ({step.out})", flush=True)
+            continue
+        print(f"[{n}/{len(steps)}] {label}{seed} -> {step.out}", flush=True)
+        actions[step.kind](step)
+
+
+def low_label_finetunes(
+    config, arms: dict, splits, seeds, max_iter: int, folder, extra=()
+) -> list[Step]:
+    """The fine-tunings of the low-label protocol, seed by seed, then split, then arm.
+
+    Args:
+        config: the fine-tuning LazyConfig.
+        arms: label -> init checkpoint ("" for random initialisation).
+        splits: keys of :data:`LOW_LABEL_SPLITS`; every split trains ``max_iter`` iterations.
+        seeds: the seeds.
+        max_iter: the iteration budget of every run.
+        folder: callable(label, split, seed) -> the run's folder.
+        extra: further overrides of every run.
+
+    Returns:
+        list[Step]: one "finetune" step per (seed, split, arm).
+    """
+    steps = []
+    for seed in seeds:
+        for split in splits:
+            for label, init in arms.items():
+                steps.append(
+                    Step(
+                        "finetune",
+                        folder(label, split, seed),
+                        config,
+                        (
+                            f"dataloader.train.dataset.names={LOW_LABEL_SPLITS[split]}",
+                            f"train.seed={seed}",
+                            f"train.init_checkpoint={init}",
+                            f"train.max_iter={max_iter}",
+                            *extra,
+                        ),
+                        arm=label,
+                        split=split,
+                        seed=seed,
+                        dataset=LOW_LABEL_SPLITS[split],
+                        init=init,
+                    )
+                )
+    return steps
+
+
+def schedule_overrides(config: str, max_iter: int) -> tuple[int, tuple[str, ...]]:
+    """The config's own ``train.max_iter``, and the override that scales its
+    ``lr_multiplier.warmup_iter`` by ``max_iter / train.max_iter`` (none when equal), so a
+    shorter budget keeps the schedule's shape (its decay steps follow ``train.max_iter``)."""
+    from detectron2.config import LazyConfig
+
+    cfg = LazyConfig.load(config)
+    own = int(cfg.train.max_iter)
+    if max_iter == own:
+        return own, ()
+    own_warmup = int(cfg.lr_multiplier.warmup_iter)
+    warmup = max(1, round(own_warmup * max_iter / own)) if own_warmup else 0
+    return own, (f"lr_multiplier.warmup_iter={warmup}",)
+
+
+def finetune_rows(steps) -> list[dict]:
+    """{"init", "split", "seed", "AP", "AP50", "dir"} of every finished fine-tuning step."""
+    rows = []
+    for step in steps:
+        if step.kind == "finetune" and step.done():
+            bbox = read_eval_results(step.out)["bbox"]
+            rows.append(
+                {
+                    "init": step.arm,
+                    "split": step.split,
+                    "seed": step.seed,
+                    "AP": bbox["AP"],
+                    "AP50": bbox["AP50"],
+                    "dir": step.out,
+                }
+            )
+    return rows
+
+
+def mean_std(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1; 0 for a single value)."""
+    values = list(values)
+    m = sum(values) / len(values)
+    if len(values) < 2:
+        return m, 0.0
+    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+def low_label_summary(rows: list[dict], pretrained, control: str) -> dict:
+    """Mean +- std over seeds per split and arm, and each pretrained arm's lead over the
+    control; prints them.
+
+    Args:
+        rows: :func:`finetune_rows`.
+        pretrained: the labels of the pretrained arms.
+        control: the label of the control (random initialisation, or random neck and heads).
+
+    Returns:
+        dict: {"table": {split: {arm: {"AP": [mean, std], "AP50": [mean, std], "seeds"}}},
+        "lead": {split: {arm: {"AP": lead, "AP50": lead, "beyond_1_std": bool}}}}; a lead is
+        beyond one standard deviation when it exceeds the larger of the two arms' AP stds.
+    """
+    table: dict = {}
+    for r in rows:
+        table.setdefault(r["split"], {}).setdefault(r["init"], []).append(r)
+    out = {"table": {}, "lead": {}}
+    w = max([len(a) for a in (*pretrained, control)] + [4])
+    print(f"\n{'split':<7} {'init':<{w}} {'seeds':>5} {'AP (mean +- std)':>18} {'AP50':>16}")
+    for split in [s for s in LOW_LABEL_SPLITS if s in table]:
+        out["table"][split] = {}
+        for arm, mine in table[split].items():
+            ap, ap50 = mean_std(r["AP"] for r in mine), mean_std(r["AP50"] for r in mine)
+            seeds = sorted(r["seed"] for r in mine)
+            out["table"][split][arm] = {"AP": list(ap), "AP50": list(ap50), "seeds": seeds}
+            print(
+                f"{split:<7} {arm:<{w}} {len(mine):>5} {ap[0]:>9.2f} +- {ap[1]:<5.2f} "
+                f"{ap50[0]:>8.2f} +- {ap50[1]:<5.2f}"
+            )
+        base = out["table"][split].get(control)
+        out["lead"][split] = {}
+        for arm in pretrained:
+            mine = out["table"][split].get(arm)
+            if base is None or mine is None:
+                continue
+            lead = {k: mine[k][0] - base[k][0] for k in ("AP", "AP50")}
+            lead["beyond_1_std"] = lead["AP"] > max(mine["AP"][1], base["AP"][1])
+            out["lead"][split][arm] = lead
+            print(
+                f"{split:<7} {arm} - {control}: AP {lead['AP']:+.2f}, AP50 {lead['AP50']:+.2f} "
+                f"({'beyond' if lead['beyond_1_std'] else 'within'} one seed std)"
+            )
+    return out
+
+
+def diagnostics_step(config: str, pretrain_dir: str, out: str, args=()) -> Step:
+    """The step that runs ``tools/pretrain_diagnostics.py`` on a pretraining's
+    ``model_final.pth`` with its random control into ``out`` (extra command-line ``args``)."""
+    return Step(
+        "diagnostics",
+        out,
+        config,
+        ("--checkpoint", os.path.join(pretrain_dir, "model_final.pth"), "--random-control", *args),
+        init=pretrain_dir,
+    )
+
+
+def run_diagnostics(step: Step) -> None:
+    """Runs a :func:`diagnostics_step` in a subprocess (raises if it fails); when this
+    checkout has no ``tools/pretrain_diagnostics.py``, prints that the step is skipped."""
+    if not os.path.isfile(DIAGNOSTICS_TOOL):
+        print(
+            f"pretraining diagnostics skipped: {os.path.relpath(DIAGNOSTICS_TOOL, REPO)} is not "
+            "in this checkout",
+            flush=True,
+        )
+        return
+    cmd = [sys.executable, DIAGNOSTICS_TOOL, "--config", step.config, *step.overrides]
+    cmd += ["--out", step.out]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=REPO)
+
+
+def read_diagnostics(step: Step) -> dict:
+    """The json a diagnostics step wrote, or {"skipped": reason}."""
+    path = os.path.join(step.out, "pretrain_diagnostics.json")
+    if not os.path.exists(path):
+        why = "not run" if os.path.isfile(DIAGNOSTICS_TOOL) else "no tools/pretrain_diagnostics.py"
+        return {"skipped": why}
+    with open(path) as f:
+        return json.load(f)

@@ -1,14 +1,30 @@
 #!/usr/bin/env python
-"""AlignDet at demo scale, end to end, for one detector: backbone -> proposals -> box-domain
-pretraining -> extraction -> fine-tuning, against fine-tuning with the same backbone and random
-neck and heads, over several seeds; prints AP / AP50 of both.
+"""AlignDet at demo scale, end to end, for one detector, as a low-label protocol: backbone ->
+proposals -> box-domain pretraining -> extraction -> fine-tuning on 10 % and on 100 % of
+d2ext_demo_shapes_train at the same iteration budget, per seed, from three initialisations:
 
-    python projects/AlignDet/run_demo.py [--detector faster_rcnn|retinanet|fcos|detr] [--seeds 0 1]
+- "AlignDet": the detector pretrained on the unlabeled pool's selective-search proposals
+  (ratio3size0008, AlignDet's filter);
+- "backbone only": the same backbone with random neck and heads (AlignDet's control);
+- "oracle": the same pretraining on the pool's class-agnostic ground-truth boxes instead of
+  proposals (a proposal cache written from the boxes; the same config reads it).
+
+Prints AP / AP50 mean +- std over seeds per split and initialisation, runs the pretraining
+diagnostics (tools/pretrain_diagnostics.py: cross-view retrieval and AR@100 against the
+backbone-only start) on held-out pool images, and writes <out>/<detector>/summary.json.
+
+    python projects/AlignDet/run_demo.py [--detector faster_rcnn|retinanet|fcos|detr]
+        [--seeds 0 1 2] [--arms aligndet baseline oracle] [--splits 10pct 100pct]
+        [--pool small|large] [--quick] [--plan]
     (make demo MODE=aligndet)
 
-The backbone (frozen in pretraining, the same in both fine-tunings) is a ResNet-18 trained by
+The backbone (frozen in pretraining, the same in every fine-tuning) is a ResNet-18 trained by
 the demo Faster R-CNN on the *signs* split (other classes than the fine-tuning's shapes): the
-stand-in for the ImageNet backbone AlignDet starts from. Every step is resumable.
+stand-in for the ImageNet backbone AlignDet starts from. Every step is resumable; folders name
+what differs from the defaults (pool, iterations), so a run with other settings never reuses
+another's results. The earlier demo's folders (<detector>/pretrain, finetune_aligndet_seedS,
+finetune_baseline_seedS: 100 %, the config's iterations) are those of --splits 100pct
+--finetune-iters 300 (500 for detr).
 """
 
 import argparse
@@ -20,10 +36,17 @@ import sys
 # exit with an explanation outside a d2ext source checkout.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from demo_runs import (  # noqa: E402
+    LOW_LABEL_SPLITS,
     REPO,
-    finetune_arms,
-    print_comparison,
-    run_train_net,
+    Step,
+    diagnostics_step,
+    finetune_rows,
+    low_label_finetunes,
+    low_label_summary,
+    read_diagnostics,
+    run_diagnostics,
+    run_plan,
+    schedule_overrides,
     signs_backbone,
 )
 
@@ -34,12 +57,212 @@ DETECTORS = {
     "fcos": ("aligndet_fcos_R18_FPN_demo.py", "fcos_R18_FPN_demo_finetune.py"),
     "detr": ("aligndet_deformable_detr_R18_demo.py", "deformable_detr_R18_demo_finetune.py"),
 }
+ALIGNDET_FILTER_NAME = "ratio3size0008"
+# pool key -> the unlabeled split pretraining reads
+POOLS = {"small": "d2ext_demo_unlabeled", "large": "d2ext_demo_unlabeled_large"}
+HELDOUT = "d2ext_demo_unlabeled_large_heldout"
+ARMS = {"aligndet": "AlignDet", "baseline": "backbone only", "oracle": "oracle"}
+FINETUNE_ITERS = 70  # the protocol's budget (README: the 60-minute estimate)
+QUICK = {"seeds": [0], "pretrain_iters": 20, "finetune_iters": 20}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--detector", choices=sorted(DETECTORS), default="faster_rcnn")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2")
+    parser.add_argument("--out", default=None, help="default output/aligndet_demo[_quick]")
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
+    parser.add_argument(
+        "--splits", nargs="+", choices=list(LOW_LABEL_SPLITS), default=list(LOW_LABEL_SPLITS)
+    )
+    parser.add_argument(
+        "--pool",
+        choices=sorted(POOLS),
+        default="small",
+        help="unlabeled pool: small (d2ext_demo_unlabeled, objects of the fine-tuning's sizes, "
+        "which AlignDet's filter keeps) or large (d2ext_demo_unlabeled_large)",
+    )
+    parser.add_argument("--backbone-iters", type=int, default=400)
+    parser.add_argument("--pretrain-iters", type=int, default=None, help="default: config's")
+    parser.add_argument(
+        "--finetune-iters", type=int, default=None, help=f"default {FINETUNE_ITERS}"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: seed 0, 20 pretraining steps, 20 fine-tuning iterations, into "
+        "output/aligndet_demo_quick (explicit --seeds / --*-iters / --out win)",
+    )
+    parser.add_argument("--no-diagnostics", action="store_true")
+    parser.add_argument("--plan", action="store_true", help="print the plan and exit")
+    return parser
+
+
+def resolve(args) -> argparse.Namespace:
+    """Fills the defaults that depend on --quick."""
+    args = argparse.Namespace(**vars(args))
+    quick = QUICK if args.quick else {"seeds": [0, 1, 2], "finetune_iters": FINETUNE_ITERS}
+    for key, value in quick.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.out is None:
+        name = "aligndet_demo_quick" if args.quick else "aligndet_demo"
+        args.out = os.path.join(REPO, "output", name)
+    return args
+
+
+def build_plan(args, proposals_root: str) -> list[Step]:
+    """The demo's steps in order (see :class:`demo_runs.Step`), from resolved arguments.
+
+    Args:
+        args: :func:`resolve`'s namespace.
+        proposals_root: the folder of the proposal caches (``<demo data>/proposals``).
+    """
+    pretrain_cfg, finetune_cfg = (os.path.join(CONFIGS, c) for c in DETECTORS[args.detector])
+    pool = POOLS[args.pool]
+    pool_dir = pool.removeprefix("d2ext_demo_")
+    it = "" if args.pretrain_iters is None else f"_it{args.pretrain_iters}"
+    ft_iters = args.finetune_iters
+    own_iters, schedule = schedule_overrides(finetune_cfg, ft_iters)
+    tag = "_detr" if args.detector == "detr" else ""
+    run = os.path.join(args.out, args.detector)
+    backbone_only = os.path.join(args.out, f"backbone_only{tag}.pth")
+    pretrain_init = os.path.join(args.out, f"aligndet_init{tag}.pth")
+
+    # 1. the backbone: supervised on the signs split, shared by every detector and seed
+    steps = [
+        Step("backbone", os.path.join(args.out, "backbone_signs", "model_final.pth")),
+        Step("backbone_files", backbone_only, arm=args.detector, init=pretrain_init),
+        Step("backbone_files", pretrain_init, arm=args.detector, init=backbone_only),
+    ]
+    arms: dict[str, str] = {}
+    tags: dict[str, str] = {}
+
+    def pretrain(label: str, name: str, cache: str, converted: str) -> None:
+        overrides = [
+            f"train.init_checkpoint={pretrain_init}",
+            f"dataloader.train.mapper.proposals.cache_dir={cache}",
+            f"dataloader.train.dataset.names={pool}",
+        ]
+        if args.pretrain_iters:
+            overrides.append(f"train.max_iter={args.pretrain_iters}")
+        pretrain_dir = os.path.join(run, name)
+        steps.append(
+            Step("pretrain", pretrain_dir, pretrain_cfg, tuple(overrides), arm=label, dataset=pool)
+        )
+        converted = os.path.join(run, converted)
+        steps.append(Step("extract", converted, finetune_cfg, arm=label, init=pretrain_dir))
+        arms[label] = converted
+        tags[label] = name
+
+    # 2. proposals (AlignDet's ratio3size0008 filter) of the pool, 3. pretraining, 4. extraction
+    if "aligndet" in args.arms:
+        cache = os.path.join(proposals_root, f"aligndet_{pool_dir}")
+        steps.append(Step("proposals", cache, dataset=pool, arm=ALIGNDET_FILTER_NAME))
+        if args.pool == "small" and not it:
+            pretrain(ARMS["aligndet"], "pretrain", cache, "aligndet_detectron2.pth")
+        else:
+            name = f"pretrain_{args.pool}{it}"
+            pretrain(ARMS["aligndet"], name, cache, f"{name}_detectron2.pth")
+    if "baseline" in args.arms:
+        arms[ARMS["baseline"]] = backbone_only
+        tags[ARMS["baseline"]] = "backbone_only"
+    if "oracle" in args.arms:
+        cache = os.path.join(proposals_root, f"gt_{pool_dir}")
+        steps.append(Step("box_cache", cache, dataset=pool, arm="ground truth"))
+        name = f"pretrain_oracle_{args.pool}{it}"
+        pretrain(ARMS["oracle"], name, cache, f"{name}_detectron2.pth")
+
+    # 5. fine-tuning
+    def folder(label: str, split: str, seed: int) -> str:
+        if split == "100pct" and ft_iters == own_iters:
+            if label == ARMS["baseline"]:
+                return os.path.join(run, f"finetune_baseline_seed{seed}")
+            if label == ARMS["aligndet"] and tags[label] == "pretrain":
+                return os.path.join(run, f"finetune_aligndet_seed{seed}")
+        return os.path.join(run, "finetune", tags[label], f"{split}_it{ft_iters}_seed{seed}")
+
+    steps += low_label_finetunes(
+        finetune_cfg, arms, args.splits, args.seeds, ft_iters, folder, schedule
+    )
+    # 6. diagnostics of the pretraining against its backbone-only start
+    if "aligndet" in args.arms and not args.no_diagnostics:
+        name = tags[ARMS["aligndet"]]
+        steps.append(
+            diagnostics_step(
+                pretrain_cfg,
+                os.path.join(run, name),
+                os.path.join(run, "diagnostics", name),
+                (
+                    "--control-init",
+                    pretrain_init,
+                    "--dataset",
+                    HELDOUT,
+                    "--proposals",
+                    os.path.join(proposals_root, f"aligndet_{HELDOUT.removeprefix('d2ext_demo_')}"),
+                    "--make-proposals",
+                    ALIGNDET_FILTER_NAME,
+                ),
+            )
+        )
+    return steps
 
 
 def _save(path: str, state: dict, source: str) -> None:
     from d2ext.checkpoint.convert import save_detectron2_checkpoint
 
     save_detectron2_checkpoint(path, state, source=source)
+
+
+def _backbone_state(args) -> tuple[dict, str]:
+    """The signs backbone's tensors under the detector's names, and their prefix."""
+    state = signs_backbone(args.out, args.backbone_iters)
+    prefix = "backbone.bottom_up."
+    if args.detector == "detr":  # the DETR's ResNet is its whole `backbone`
+        state = {"backbone." + k[len(prefix) :]: v for k, v in state.items()}
+        prefix = "backbone."
+    return state, prefix
+
+
+def actions(args) -> dict:
+    """kind -> callable(step) for :func:`demo_runs.run_plan`."""
+    backbone_dir = os.path.join(args.out, "backbone_signs")
+
+    def backbone(step: Step) -> None:
+        signs_backbone(args.out, args.backbone_iters)
+
+    def backbone_files(step: Step) -> None:
+        from d2ext.projects.aligndet import backbone_init_for_aligndet
+
+        state, prefix = _backbone_state(args)
+        if os.path.basename(step.out).startswith("backbone_only"):
+            _save(step.out, state, backbone_dir)
+        else:
+            _save(step.out, backbone_init_for_aligndet(state, prefix), backbone_dir)
+
+    def proposals(step: Step) -> None:
+        from d2ext.proposals import dataset_items, filter_from_name, generate_proposals
+
+        filt = filter_from_name(step.arm)
+        items = dataset_items(step.dataset)
+        print(generate_proposals(items, step.out, filt=filt, workers=os.cpu_count() or 1))
+
+    def box_cache(step: Step) -> None:
+        from d2ext.data.datasets.demo import write_ground_truth_proposals
+
+        n = write_ground_truth_proposals(step.dataset, step.out)
+        print(f"ground-truth proposal cache {step.out}: {n} images written", flush=True)
+
+    return {
+        "backbone": backbone,
+        "backbone_files": backbone_files,
+        "proposals": proposals,
+        "box_cache": box_cache,
+        "extract": lambda step: extract(step.init, step.config, step.out),
+        "diagnostics": run_diagnostics,
+    }
 
 
 def extract(pretrain_dir: str, finetune_config: str, dst: str) -> None:
@@ -63,72 +286,37 @@ def extract(pretrain_dir: str, finetune_config: str, dst: str) -> None:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--detector", choices=sorted(DETECTORS), default="faster_rcnn")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--out", default=os.path.join(REPO, "output", "aligndet_demo"))
-    parser.add_argument("--backbone-iters", type=int, default=400)
-    parser.add_argument("--pretrain-iters", type=int, default=None)
-    parser.add_argument("--finetune-iters", type=int, default=None)
-    args = parser.parse_args(argv)
-
+    args = resolve(build_parser().parse_args(argv))
     from d2ext.data import register_all_datasets
     from d2ext.data.datasets import generate_demo_data
     from d2ext.data.datasets.demo import demo_root
-    from d2ext.projects.aligndet import backbone_init_for_aligndet
-    from d2ext.proposals import ALIGNDET_FILTER, dataset_items, generate_proposals
     from d2ext.utils.io import atomic_write_bytes
 
-    generate_demo_data()
+    plan = build_plan(args, os.path.join(demo_root(), "proposals"))
+    if args.plan:
+        for step in plan:
+            print(step)
+        return plan
+    generate_demo_data()  # writes only the splits missing
     register_all_datasets()
-    pretrain_cfg, finetune_cfg = (os.path.join(CONFIGS, c) for c in DETECTORS[args.detector])
+    run_plan(plan, actions(args))
 
-    # 1. the backbone: supervised on the signs split, shared by every detector and seed
-    backbone_dir = os.path.join(args.out, "backbone_signs")
-    backbone_state = signs_backbone(args.out, args.backbone_iters)
-    prefix, tag = "backbone.bottom_up.", ""
-    if args.detector == "detr":  # the DETR's ResNet is its whole `backbone`
-        backbone_state = {"backbone." + k[len(prefix) :]: v for k, v in backbone_state.items()}
-        prefix, tag = "backbone.", "_detr"
-    backbone_only = os.path.join(args.out, f"backbone_only{tag}.pth")
-    if not os.path.exists(backbone_only):
-        _save(backbone_only, backbone_state, backbone_dir)
-    pretrain_init = os.path.join(args.out, f"aligndet_init{tag}.pth")
-    if not os.path.exists(pretrain_init):
-        _save(pretrain_init, backbone_init_for_aligndet(backbone_state, prefix), backbone_dir)
-
-    # 2. proposals (AlignDet's ratio3size0008 filter) of the unlabeled pool
-    cache_dir = os.path.join(demo_root(), "proposals", "aligndet_unlabeled")
-    items = dataset_items("d2ext_demo_unlabeled")
-    print(generate_proposals(items, cache_dir, filt=ALIGNDET_FILTER, workers=os.cpu_count() or 1))
-
-    # 3. box-domain pretraining, 4. extraction
-    run = os.path.join(args.out, args.detector)
-    pretrain_dir = os.path.join(run, "pretrain")
-    if not os.path.exists(os.path.join(pretrain_dir, "model_final.pth")):
-        extra = [
-            f"train.init_checkpoint={pretrain_init}",
-            f"dataloader.train.mapper.proposals.cache_dir={cache_dir}",
-        ]
-        if args.pretrain_iters:
-            extra.append(f"train.max_iter={args.pretrain_iters}")
-        run_train_net(pretrain_cfg, pretrain_dir, extra)
-    extracted = os.path.join(run, "aligndet_detectron2.pth")
-    if not os.path.exists(extracted):
-        extract(pretrain_dir, finetune_cfg, extracted)
-
-    # 5. fine-tuning from AlignDet and from the backbone alone
-    arms = {
-        "AlignDet": ("finetune_aligndet", extracted),
-        "backbone only": ("finetune_baseline", backbone_only),
+    rows = finetune_rows(plan)
+    labels = [ARMS[a] for a in args.arms]
+    pretrained = [a for a in labels if a != ARMS["baseline"]]
+    summary = {
+        "detector": args.detector,
+        "settings": {
+            k: getattr(args, k)
+            for k in ("seeds", "arms", "splits", "pool", "pretrain_iters", "finetune_iters")
+        }
+        | {"pool_dataset": POOLS[args.pool], "backbone_iters": args.backbone_iters},
+        "runs": rows,
+        **low_label_summary(rows, pretrained, ARMS["baseline"]),
+        "diagnostics": {s.init: read_diagnostics(s) for s in plan if s.kind == "diagnostics"},
     }
-    rows = finetune_arms(finetune_cfg, arms, run, args.seeds, args.finetune_iters)
-    mean = print_comparison(rows, arms, title=args.detector)
-    gain = mean["AlignDet"]["AP"] - mean["backbone only"]["AP"]
-    print(f"AlignDet - baseline: AP {gain:+.2f}")
-    summary = {"detector": args.detector, "runs": rows, "mean": mean, "ap_gain": gain}
+    run = os.path.join(args.out, args.detector)
+    os.makedirs(run, exist_ok=True)
     atomic_write_bytes(os.path.join(run, "summary.json"), json.dumps(summary, indent=2).encode())
     return summary
 
