@@ -35,3 +35,4 @@ model.denoising = L(ContrastiveDenoising)(
 model.position_temperature = 20.0
 model.position_offset = 0.0
 model.num_detections = 300
+model.size_divisibility = 1  # the authors pad to the batch maximum (size_divisor 1)

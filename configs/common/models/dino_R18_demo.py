@@ -21,6 +21,7 @@ model.transformer.update(
 )
 model.denoising.num_dn_queries = 30
 model.num_detections = 100
+model.size_divisibility = 32
 model.pixel_mean = _demo.pixel_mean
 model.pixel_std = _demo.pixel_std
 model.input_format = _demo.input_format

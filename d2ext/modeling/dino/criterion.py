@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from d2ext.modeling.deformable_detr.criterion import SetCriterion, layer_suffixes, num_positives
+from d2ext.modeling.losses import aligned_box_iou, quality_focal_loss
 
 from .denoising import DenoisingQueries
 
@@ -20,12 +21,37 @@ class DINOCriterion(SetCriterion):
     ``<loss><layer suffix>_dn``, normalised by boxes x groups.
 
     Args:
+        class_loss: "focal": sigmoid focal loss (DINO); "quality_focal": quality focal loss with
+            the IoU of the (detached) predicted box with its target as the positives' score
+            (Co-DINO), on every loss set (matching, proposals, denoising, positive queries).
+        qfl_beta: the quality focal loss's beta.
         kwargs: :class:`SetCriterion`'s arguments (``class_agnostic_proposals`` defaults to
             False here).
     """
 
-    def __init__(self, *, class_agnostic_proposals: bool = False, **kwargs):
+    def __init__(
+        self,
+        *,
+        class_loss: str = "focal",
+        qfl_beta: float = 2.0,
+        class_agnostic_proposals: bool = False,
+        **kwargs,
+    ):
         super().__init__(class_agnostic_proposals=class_agnostic_proposals, **kwargs)
+        if class_loss not in ("focal", "quality_focal"):
+            raise ValueError(f"class_loss must be 'focal' or 'quality_focal', got {class_loss!r}")
+        self.class_loss, self.qfl_beta = class_loss, qfl_beta
+
+    def classification_loss(self, logits, labels, boxes, target_boxes) -> torch.Tensor:
+        """The summed focal or quality focal loss (see ``class_loss``) of (N, Q, K) logits
+        against (N, Q) labels (background ``num_classes``), (N, Q, 4) boxes and targets
+        (normalised cxcywh, read at positives)."""
+        if self.class_loss == "focal":
+            return super().classification_loss(logits, labels, boxes, target_boxes)
+        pos = labels < self.num_classes
+        scores = torch.zeros(labels.shape, dtype=logits.dtype, device=logits.device)
+        scores[pos] = aligned_box_iou(boxes[pos].detach(), target_boxes[pos]).to(logits.dtype)
+        return quality_focal_loss(logits, labels, scores, beta=self.qfl_beta, reduction="sum")
 
     def denoising_losses(
         self, logits: torch.Tensor, boxes: torch.Tensor, dn: DenoisingQueries

@@ -164,14 +164,17 @@ class DINO(DeformableDETR):
         )
         results = []
         for i, (h, w) in enumerate(image_sizes):
-            b = xyxy[i] * xyxy.new_tensor([w, h, w, h])
+            b = Boxes(xyxy[i] * xyxy.new_tensor([w, h, w, h]))
+            b.clip((h, w))  # clipped before the suppression, as the authors
             keep, kept_scores = batched_soft_nms(
-                b, scores[i], labels[i], iou_threshold=self.soft_nms_iou
+                b.tensor,
+                scores[i],
+                labels[i],
+                iou_threshold=self.soft_nms_iou,
+                max_dets=self.num_detections,
             )
-            keep, kept_scores = keep[: self.num_detections], kept_scores[: self.num_detections]
             r = Instances((h, w))
-            r.pred_boxes = Boxes(b[keep])
-            r.pred_boxes.clip((h, w))
-            r.scores, r.pred_classes = kept_scores, labels[i][keep]
+            r.pred_boxes = b[keep]
+            r.scores, r.pred_classes = kept_scores.to(scores), labels[i][keep]
             results.append(r)
         return results

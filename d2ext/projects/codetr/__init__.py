@@ -1,5 +1,7 @@
-"""Co-DETR: collaborative hybrid assignments on two-stage Deformable DETR."""
+"""Co-DETR: collaborative hybrid assignments on two-stage Deformable DETR (Co-Deformable-DETR)
+and on DINO (Co-DINO)."""
 
+from .codino import CoDINO
 from .modeling import (
     AUXILIARY_PREFIXES,
     CoDeformableDETR,
@@ -12,6 +14,7 @@ from .modeling import (
 
 __all__ = [
     "AUXILIARY_PREFIXES",
+    "CoDINO",
     "CoDeformableDETR",
     "CoStandardROIHeads",
     "MultiScaleAdapter",

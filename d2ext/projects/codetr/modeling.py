@@ -246,7 +246,7 @@ class CoDeformableDETR(DeformableDETR):
         max_positive_queries: int = 300,
         min_positive_queries: int = 9,
         with_coord_feat: bool = True,
-        head_embed: str = "scalar",
+        head_embed: str | None = "scalar",
         **kwargs,
     ):
         """
@@ -264,12 +264,13 @@ class CoDeformableDETR(DeformableDETR):
                 content and the head embedding to the position of each positive query.
             head_embed: "scalar": one learned number per head added to every query_pos channel
                 (the authors' ``nn.Embedding(num_co_heads, 1, ...)``, kept in their code to
-                reproduce their results); "vector": one learned d_model vector per head.
+                reproduce their results); "vector": one learned d_model vector per head; None:
+                no head embedding (Co-DINO).
             kwargs: ``DeformableDETR``'s arguments.
         """
         super().__init__(**kwargs)
-        if head_embed not in ("scalar", "vector"):
-            raise ValueError(f"head_embed must be 'scalar' or 'vector', got {head_embed!r}")
+        if head_embed not in ("scalar", "vector", None):
+            raise ValueError(f"head_embed must be 'scalar', 'vector' or None, got {head_embed!r}")
         if (rpn is None) != (roi_heads is None):
             raise ValueError("the R-CNN branch needs both rpn and roi_heads (or neither)")
         self.adapter, self.atss_head, self.rpn, self.roi_heads = adapter, atss_head, rpn, roi_heads
@@ -281,17 +282,22 @@ class CoDeformableDETR(DeformableDETR):
         self.with_coord_feat = with_coord_feat
         num_heads = int(atss_head is not None) + int(rpn is not None)
         d = self.transformer.d_model
-        self.aux_pos_trans = nn.ModuleList(nn.Linear(2 * d, 2 * d) for _ in range(num_heads))
-        self.aux_pos_trans_norm = nn.ModuleList(nn.LayerNorm(2 * d) for _ in range(num_heads))
+        width = self.positive_query_parts * d
+        self.aux_pos_trans = nn.ModuleList(nn.Linear(2 * d, width) for _ in range(num_heads))
+        self.aux_pos_trans_norm = nn.ModuleList(nn.LayerNorm(width) for _ in range(num_heads))
         if with_coord_feat:
             c = adapter.channels
             self.pos_feats_trans = nn.ModuleList(nn.Linear(c, d) for _ in range(num_heads))
             self.pos_feats_norm = nn.ModuleList(nn.LayerNorm(d) for _ in range(num_heads))
-            self.head_pos_embed = nn.Embedding(num_heads, 1 if head_embed == "scalar" else d)
+            if head_embed is not None:
+                self.head_pos_embed = nn.Embedding(num_heads, 1 if head_embed == "scalar" else d)
         # these sit in the authors' transformer: its xavier pass (dim > 1) covers them
         for name, p in self.named_parameters():
             if p.dim() > 1 and name.startswith(("aux_pos_trans", "pos_feats", "head_pos_embed")):
                 nn.init.xavier_uniform_(p)
+
+    # aux_pos_trans maps a box's sine embedding to (query_pos, content): 2 x d_model wide
+    positive_query_parts = 2
 
     def _gt_instances(self, targets: list[dict]) -> list[Instances]:
         out = []
@@ -322,7 +328,10 @@ class CoDeformableDETR(DeformableDETR):
                     {
                         "boxes": s.proposal_boxes.tensor,
                         "labels": s.gt_classes,
-                        "target_boxes": s.gt_boxes.tensor,
+                        # an image without boxes samples background only: no gt_boxes
+                        "target_boxes": (
+                            s.gt_boxes if s.has("gt_boxes") else s.proposal_boxes
+                        ).tensor,
                         "feats": s.proposal_feats,
                     }
                     for s in sampled
@@ -353,7 +362,8 @@ class CoDeformableDETR(DeformableDETR):
         )
         if self.with_coord_feat:
             content = content + self.pos_feats_norm[head](self.pos_feats_trans[head](q["feats"]))
-            query_pos = query_pos + self.head_pos_embed.weight[head]
+            if hasattr(self, "head_pos_embed"):
+                query_pos = query_pos + self.head_pos_embed.weight[head]
         return query_pos, content
 
     def positive_query_losses(

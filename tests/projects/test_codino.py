@@ -1,0 +1,206 @@
+"""Co-DINO: three decoder passes per step (DINO's with denoising, one per auxiliary head with
+no mask and no matching), the positive-query construction (content only; the optional feature
+term), quality focal loss, soft-NMS inference, inference identical to DINO loaded with the
+stripped checkpoint, batches with no boxes, and the full-scale config's built values."""
+
+import pytest
+import torch
+from detectron2.config import instantiate
+from detectron2.utils.events import EventStorage
+from torchvision.ops import box_convert
+
+from d2ext.modeling.deformable_detr import HungarianMatcher
+from d2ext.modeling.deformable_detr.position_encoding import box_sine_embedding
+from d2ext.modeling.dino import DINO, DINOTransformer
+from d2ext.modeling.losses import aligned_box_iou, quality_focal_loss
+from d2ext.projects.codetr import AUXILIARY_PREFIXES, CoDINO, strip_auxiliary
+
+from ..helpers import load_config
+from ..modeling.test_dino import _inputs, _instances
+
+CO = "projects/CoDETR/configs/co_dino_R18_demo.py"
+BASE = "projects/CoDETR/configs/dino_R18_demo.py"
+
+
+def _shrink(model_cfg):
+    model_cfg.transformer.update(num_encoder_layers=1, num_decoder_layers=2, num_queries=20)
+    model_cfg.denoising.num_dn_queries = 10
+    model_cfg.num_detections = 15
+    return model_cfg
+
+
+def _co(**overrides) -> CoDINO:
+    cfg = _shrink(load_config(CO).model)
+    cfg.update(overrides)
+    torch.manual_seed(0)
+    return instantiate(cfg)
+
+
+def _spy_decode(model, monkeypatch):
+    calls = []
+
+    def decode(enc, content, query_pos, ref, return_hidden=False, attn_mask=None):
+        calls.append((content.shape[1], attn_mask, query_pos))
+        return DINOTransformer.decode(
+            model.transformer, enc, content, query_pos, ref, return_hidden, attn_mask
+        )
+
+    monkeypatch.setattr(model.transformer, "decode", decode)
+    return calls
+
+
+def test_training_runs_dino_then_one_pass_per_auxiliary_head(monkeypatch):
+    model = _co().train()
+    seen = []
+    original = HungarianMatcher.forward
+    monkeypatch.setattr(
+        HungarianMatcher,
+        "forward",
+        lambda self, logits, *a: seen.append(logits.shape[1]) or original(self, logits, *a),
+    )
+    calls = _spy_decode(model, monkeypatch)
+    with EventStorage(0):
+        losses = model(_inputs())
+    assert seen == [20, 20, 20]  # matching queries and proposals only
+    # DINO's pass: 3 groups x (3 + 3) denoising queries, then 20, under the mask
+    assert calls[0][0] == 18 + 20 and calls[0][1].shape == (38, 38)
+    # R-CNN (head 0) and ATSS (head 1) positives: no mask, positions from the decoder
+    assert len(calls) == 3 and all(c[1] is None and c[2] is None for c in calls[1:])
+    assert calls[1][0] >= 9 and calls[2][0] >= 9  # the floor of 9 positive queries
+    for key in ("loss_class_dn", "loss_class_pos0", "loss_giou_0_pos1", "aux_atss_loss_cls"):
+        assert key in losses, key
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    params = dict(model.named_parameters())
+    for name in (
+        "aux_pos_trans.0.weight",
+        "aux_pos_trans.1.weight",
+        "denoising.label_embed.weight",
+        "adapter.downsample.0.weight",
+        "transformer.ref_point_head.layers.0.weight",
+    ):
+        assert params[name].grad.abs().sum() > 0, name
+
+
+def test_positive_query_content_only_and_no_head_embedding():
+    model = _co()
+    d = model.transformer.d_model
+    assert model.aux_pos_trans[0].out_features == d and not model.with_coord_feat
+    assert not hasattr(model, "head_pos_embed") and not hasattr(model, "pos_feats_trans")
+    boxes = torch.tensor([[[0.3, 0.4, 0.2, 0.1], [0.5, 0.5, 1.2, 0.4]]])  # one crosses the border
+    query_pos, content = model.positive_query_embedding(1, {"ref": boxes})
+    assert query_pos is None
+    expected = model.aux_pos_trans_norm[1](
+        model.aux_pos_trans[1](box_sine_embedding(boxes.clamp(0, 1), num_feats=d // 2))
+    )
+    torch.testing.assert_close(content, expected, atol=1e-3, rtol=0)
+    with pytest.raises(ValueError, match="head embedding"):
+        _co(head_embed="scalar")
+
+
+def test_positive_query_feature_term_changes_queries_and_gets_gradients():
+    model = _co(with_coord_feat=True).train()
+    assert not hasattr(model, "head_pos_embed")
+    boxes = torch.tensor([[[0.3, 0.4, 0.2, 0.1], [0.6, 0.5, 0.3, 0.4]]])
+    feats = torch.randn(1, 2, model.adapter.channels)
+    _, with_f = model.positive_query_embedding(0, {"ref": boxes, "feats": feats})
+    model.with_coord_feat = False
+    _, without = model.positive_query_embedding(0, {"ref": boxes})
+    model.with_coord_feat = True
+    term = model.pos_feats_norm[0](model.pos_feats_trans[0](feats))
+    torch.testing.assert_close(with_f - without, term)
+    assert term.abs().sum() > 0
+    with EventStorage(0):
+        losses = model(_inputs())
+    sum(losses.values()).backward()
+    for h in (0, 1):
+        assert model.pos_feats_trans[h].weight.grad.abs().sum() > 0, h
+
+
+def test_quality_focal_loss_with_iou_targets():
+    model = _co()
+    crit = model.criterion
+    assert crit.class_loss == "quality_focal"
+    torch.manual_seed(3)
+    logits = torch.randn(2, 6, 5)
+    boxes = torch.rand(2, 6, 4) * 0.4 + 0.2
+    targets = torch.rand(2, 6, 4) * 0.4 + 0.2
+    labels = torch.tensor([[0, 5, 3, 5, 5, 1], [5, 5, 5, 2, 5, 5]])
+    pos = labels < 5
+    iou = torch.zeros(2, 6)
+    iou[pos] = aligned_box_iou(boxes[pos], targets[pos])
+    expected = quality_focal_loss(logits, labels, iou, beta=2.0)
+    got = crit.dense_losses(logits, boxes, labels, targets, num_pos=4.0)["loss_class"]
+    torch.testing.assert_close(got, expected / 4.0 * crit.weight_dict["loss_class"])
+    # the IoU targets: a prediction that equals its target is pushed towards 1
+    same = crit.classification_loss(
+        logits[:1, :1], labels[:1, :1], targets[:1, :1], targets[:1, :1]
+    )
+    worse = crit.classification_loss(logits[:1, :1], labels[:1, :1], boxes[:1, :1], targets[:1, :1])
+    assert not torch.allclose(same, worse)
+
+
+@pytest.mark.parametrize("soft_nms", [None, 0.8])
+def test_inference_equals_dino_loaded_with_the_stripped_checkpoint(soft_nms):
+    model = _co(soft_nms_iou=soft_nms, num_preselect=40 if soft_nms else None).train()
+    with EventStorage(0):  # a training step, so the weights are not the initial ones
+        losses = model(_inputs())
+    sum(losses.values()).backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p -= 0.01 * p.grad
+    model.eval()
+    inputs = _inputs()
+    with torch.no_grad():
+        out = model(inputs)
+    base_cfg = _shrink(load_config(BASE).model)
+    base_cfg.update(soft_nms_iou=soft_nms, num_preselect=40 if soft_nms else None)
+    base = instantiate(base_cfg).eval()
+    assert type(base) is DINO
+    stripped = strip_auxiliary(model.state_dict())
+    removed = set(model.state_dict()) - set(stripped)
+    assert removed and all(k.startswith(AUXILIARY_PREFIXES) for k in removed)
+    base.load_state_dict(stripped, strict=True)
+    with torch.no_grad():
+        other = base(inputs)
+    for a, b in zip(out, other):
+        x, y = a["instances"], b["instances"]
+        assert len(x) <= 15 and len(x) == len(y)
+        assert torch.equal(x.pred_boxes.tensor, y.pred_boxes.tensor)
+        assert torch.equal(x.scores, y.scores) and torch.equal(x.pred_classes, y.pred_classes)
+
+
+def test_batches_without_boxes_or_with_more_boxes_than_dn_queries_train():
+    model = _co().train()
+    empty = _inputs()
+    for x in empty:
+        x["instances"] = _instances(x["image"].shape[1:], [], [])
+    with EventStorage(0):
+        losses = model(empty)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    many = _inputs()
+    boxes = [[4 * k, 4 * k, 4 * k + 20, 4 * k + 30] for k in range(12)]
+    many[0]["instances"] = _instances((96, 128), boxes, [k % 5 for k in range(12)])
+    model.zero_grad()
+    with EventStorage(0):
+        losses = model(many)
+    assert all(torch.isfinite(v) for v in losses.values()) and losses["loss_bbox_dn"] > 0
+    sum(losses.values()).backward()
+
+
+def test_soft_nms_suppresses_duplicates():
+    model = _co(soft_nms_iou=0.8, num_preselect=4).eval()
+    logits = torch.full((1, 3, 5), -10.0)
+    logits[0, :, 2] = torch.tensor([3.0, 2.0, 1.0])
+    boxes = torch.tensor([[[0.5, 0.5, 0.4, 0.4], [0.5, 0.5, 0.4, 0.4], [0.2, 0.2, 0.1, 0.1]]])
+    (r,) = model.inference(logits, boxes, [(100, 100)])
+    p = torch.sigmoid(torch.tensor([3.0, 2.0, 1.0]))
+    # the duplicate (IoU 1 >= 0.8) is decayed linearly by 1 - IoU = 0 and dropped, as is the
+    # fourth pair's score below min_score 1e-3
+    assert len(r) == 2
+    torch.testing.assert_close(r.scores, torch.stack([p[0], p[2]]))
+    torch.testing.assert_close(
+        r.pred_boxes.tensor[0], box_convert(boxes[0, 0], "cxcywh", "xyxy") * 100
+    )
