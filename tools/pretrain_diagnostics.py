@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-images", type=int, help="first N images of each set")
     parser.add_argument("--batch-size", type=int, help="images per batch (default: config's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--norm-stats",
+        choices=("batch", "running"),
+        default="batch",
+        help="retrieval: batch norms on the batch's statistics as in the loss (default), or "
+        "on their running statistics (plain eval mode)",
+    )
     parser.add_argument("--metrics", help="metrics.json (default: beside --checkpoint)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", required=True, help="output folder")
@@ -101,12 +108,16 @@ def table(result: dict) -> str:
     lines = [
         f"{result['method']}: {result['num_images']} images of {', '.join(result['datasets'])}"
     ]
-    lines.append(f"{'retrieval':<27} {'arm':<11} {'top1':>6} {'chance':>7} {'x chance':>8} boxes")
+    lines.append(
+        f"{'retrieval':<27} {'arm':<11} {'top1':>6} {'chance':>7} {'x chance':>8} "
+        f"{'cos+':>6} {'cos-':>6} boxes"
+    )
     for arm, pairs in result["retrieval"].items():
         for pair, r in pairs.items():
             lines.append(
                 f"{pair:<27} {arm:<11} {_fmt(r['top1']):>6} {_fmt(r['chance']):>7} "
-                f"{_fmt(r['ratio']):>8} {r['num_boxes']}"
+                f"{_fmt(r['ratio']):>8} {_fmt(r['pos_cos']):>6} {_fmt(r['neg_cos']):>6} "
+                f"{r['num_boxes']}"
             )
     for arm, refs in result.get("ar", {}).items():
         for ref, sources in refs.items():
@@ -161,6 +172,7 @@ def main(argv=None) -> dict:
             num_images=args.num_images,
             batch_size=args.batch_size,
             seed=args.seed,
+            norm_stats=args.norm_stats,
             metrics=args.metrics,
             out_dir=args.out,
             device=args.device,

@@ -27,12 +27,14 @@ import torch
 import torch.nn.functional as F
 from detectron2.structures import Boxes, BoxMode, Instances
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from d2ext.utils.d2_compat import evaluate_box_proposals
 from d2ext.utils.io import atomic_write
 
 __all__ = [
     "AR_DEFINITION",
+    "NORM_STATS",
     "RETRIEVAL_DEFINITION",
     "annotation_boxes",
     "average_recall",
@@ -52,6 +54,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+NORM_STATS = ("batch", "running")
+
 RETRIEVAL_DEFINITION = (
     "Per batch, each box seen in both views gets one embedding per view: the mean of the "
     "L2-normalised embeddings the loss compares for it (SoCo: the online network's predictor "
@@ -62,8 +66,10 @@ RETRIEVAL_DEFINITION = (
     "retrieved when the cosine similarity of its view-1 embedding with its own view-2 embedding "
     "is strictly larger than with every other box's view-2 embedding in the batch (a tie is a "
     "miss). top1 = hits / boxes over all batches; chance = sum over batches of n_b * (1 / n_b) / "
-    "sum n_b = batches / boxes, the expected top1 of a uniform random pick. Models run in eval "
-    "mode (BN running statistics, no EMA step)."
+    "sum n_b = batches / boxes, the expected top1 of a uniform random pick. Models run without "
+    "gradient or EMA step; norm_stats 'batch': the batch norms that train (SoCo's backbone, "
+    "head, projector and predictor) normalise with the batch's statistics as in the loss, "
+    "running statistics untouched; 'running': plain eval mode."
 )
 AR_DEFINITION = (
     "Class-agnostic recall of the detector's top-100 boxes by score per image, with detectron2's "
@@ -103,7 +109,9 @@ def box_retrieval(
 
     Returns:
         dict: ``hits`` (int), ``num_boxes`` (n, the boxes with rows in both views), ``top1``
-        (hits / n) and ``chance`` (1 / n); both NaN when n is 0.
+        (hits / n), ``chance`` (1 / n), ``pos_cos`` (mean cosine of a box's two embeddings) and
+        ``neg_cos`` (mean cosine of a box's view-1 embedding with the other boxes' view-2
+        embeddings); NaN where undefined (n = 0; ``neg_cos`` at n = 1).
     """
     if view1.dim() != 2 or view2.dim() != 2 or view1.shape[1] != view2.shape[1]:
         raise ValueError(f"embeddings must be [M, D] of one width: {view1.shape}, {view2.shape}")
@@ -114,14 +122,23 @@ def box_retrieval(
     common = u1[torch.isin(u1, u2)]
     n = len(common)
     if n == 0:
-        return {"hits": 0, "num_boxes": 0, "top1": math.nan, "chance": math.nan}
+        undefined = dict.fromkeys(("top1", "chance", "pos_cos", "neg_cos"), math.nan)
+        return {"hits": 0, "num_boxes": 0, **undefined}
     q = e1[torch.searchsorted(u1, common)]
     k = e2[torch.searchsorted(u2, common)].to(q.device)
     sim = q @ k.T  # [n, n], row i's own box at column i
     own = sim.diagonal().clone()
     others = sim.masked_fill(torch.eye(n, dtype=torch.bool, device=sim.device), -math.inf)
     hits = int((own > others.max(dim=1).values).sum()) if n > 1 else 1
-    return {"hits": hits, "num_boxes": n, "top1": hits / n, "chance": 1.0 / n}
+    neg = float((sim.sum() - own.sum()) / (n * n - n)) if n > 1 else math.nan
+    return {
+        "hits": hits,
+        "num_boxes": n,
+        "top1": hits / n,
+        "chance": 1.0 / n,
+        "pos_cos": float(own.mean()),
+        "neg_cos": neg,
+    }
 
 
 def combine_retrieval(results: Iterable[dict]) -> dict:
@@ -130,13 +147,16 @@ def combine_retrieval(results: Iterable[dict]) -> dict:
     Returns:
         dict: ``hits``, ``num_boxes``, ``num_batches`` (batches with a box), ``top1`` = hits /
         boxes, ``chance`` = batches / boxes (the expected top1 of a uniform random pick in each
-        batch) and ``ratio`` = top1 / chance; NaN where no box was seen.
+        batch), ``ratio`` = top1 / chance, ``pos_cos`` (mean over boxes) and ``neg_cos`` (mean
+        over the batches' (box, other box) pairs); NaN where no box (pair) was seen.
     """
     results = [r for r in results if r["num_boxes"] > 0]
     hits = sum(r["hits"] for r in results)
     n = sum(r["num_boxes"] for r in results)
     top1 = hits / n if n else math.nan
     chance = len(results) / n if n else math.nan
+    pairs = [(r["neg_cos"], r["num_boxes"] * (r["num_boxes"] - 1)) for r in results]
+    n_pairs = sum(c for _, c in pairs)
     return {
         "hits": hits,
         "num_boxes": n,
@@ -144,6 +164,8 @@ def combine_retrieval(results: Iterable[dict]) -> dict:
         "top1": top1,
         "chance": chance,
         "ratio": top1 / chance if n else math.nan,
+        "pos_cos": sum(r["pos_cos"] * r["num_boxes"] for r in results) / n if n else math.nan,
+        "neg_cos": sum(v * c for v, c in pairs if c) / n_pairs if n_pairs else math.nan,
     }
 
 
@@ -160,23 +182,47 @@ def _is_aligndet(model: nn.Module) -> bool:
 
 
 @contextlib.contextmanager
-def _eval_mode(model: nn.Module):
+def _eval_mode(model: nn.Module, batch_stats: bool = False):
+    """Eval mode without gradient; the model's mode is restored after. With ``batch_stats``,
+    the batch norms that train in training mode (``model.train()`` decides, so frozen ones
+    stay frozen) normalise with the batch's statistics, as in the training loss, with momentum
+    0 so their running statistics do not change."""
     was_training = model.training
+    switched = []
+    if batch_stats:
+        model.train()
+        switched = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.training]
     model.eval()
+    saved = []
+    for m in switched:
+        tracked = None if m.num_batches_tracked is None else m.num_batches_tracked.clone()
+        saved.append((m, m.momentum, tracked))
+        m.train()
+        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
     try:
         with torch.no_grad():
             yield model
     finally:
+        for m, momentum, tracked in saved:
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
         model.train(was_training)
 
 
-def pretrain_embeddings(model: nn.Module, batched_inputs: list[dict]) -> dict[str, tuple]:
+def pretrain_embeddings(
+    model: nn.Module, batched_inputs: list[dict], norm_stats: str = "batch"
+) -> dict[str, tuple]:
     """The embeddings the pretraining loss compares, for one batch of the model's own mapper,
-    computed in eval mode without gradient (the model's mode is restored).
+    computed in eval mode without gradient and without the EMA step (the model's mode is
+    restored).
 
     Args:
         model: a :class:`~d2ext.projects.soco.SoCo` or :class:`~d2ext.projects.aligndet.AlignDet`.
         batched_inputs: the pretraining mapper's dicts.
+        norm_stats: "batch": the batch norms that train in training mode normalise with the
+            batch's statistics, as in the loss (their running statistics are left unchanged);
+            "running": every batch norm uses its running statistics (plain eval mode).
 
     Returns:
         dict[str, tuple]: per view pair, ``(view1 [M1, D], ids1 [M1], view2 [M2, D], ids2
@@ -189,9 +235,13 @@ def pretrain_embeddings(model: nn.Module, batched_inputs: list[dict]) -> dict[st
 
     Raises:
         TypeError: for another model.
+        ValueError: an unknown ``norm_stats``.
     """
+    if norm_stats not in NORM_STATS:
+        raise ValueError(f"norm_stats must be one of {NORM_STATS}, got {norm_stats!r}")
+    batch_stats = norm_stats == "batch"
     if _is_soco(model):
-        with _eval_mode(model):
+        with _eval_mode(model, batch_stats):
             out = model(batched_inputs)
         n_ids = 1 + max(
             (int(i.max()) for d in batched_inputs for i in d["ids"] if len(i)), default=0
@@ -222,7 +272,7 @@ def pretrain_embeddings(model: nn.Module, batched_inputs: list[dict]) -> dict[st
         from detectron2.utils.events import EventStorage
 
         # R-CNN's RoI sampling logs to an event storage: a throwaway one
-        with _eval_mode(model), EventStorage():
+        with _eval_mode(model, batch_stats), EventStorage():
             out = model(batched_inputs)
         return {"v1_v2": (out["queries"], out["query_ids"], out["keys"], out["key_ids"])}
     raise TypeError(f"no pretraining embeddings known for {type(model).__name__}")
@@ -234,7 +284,9 @@ def _seeded(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def retrieval_diagnostic(model: nn.Module, batches: Sequence[list[dict]], seed: int = 0) -> dict:
+def retrieval_diagnostic(
+    model: nn.Module, batches: Sequence[list[dict]], seed: int = 0, norm_stats: str = "batch"
+) -> dict:
     """:func:`box_retrieval` over batches of the pretraining mapper, pooled by
     :func:`combine_retrieval`.
 
@@ -243,6 +295,7 @@ def retrieval_diagnostic(model: nn.Module, batches: Sequence[list[dict]], seed: 
         batches: lists of mapper outputs (e.g. from :func:`map_batches`); the same batches for
             every model compared.
         seed: seeds torch / numpy / random before each batch (AlignDet's sample draws).
+        norm_stats: "batch" or "running" (:func:`pretrain_embeddings`).
 
     Returns:
         dict[str, dict]: per view pair of :func:`pretrain_embeddings`, the pooled result.
@@ -250,7 +303,7 @@ def retrieval_diagnostic(model: nn.Module, batches: Sequence[list[dict]], seed: 
     per_pair: dict[str, list[dict]] = {}
     for i, batch in enumerate(batches):
         _seeded(seed + i)
-        for name, (q, qi, k, ki) in pretrain_embeddings(model, batch).items():
+        for name, (q, qi, k, ki) in pretrain_embeddings(model, batch, norm_stats).items():
             per_pair.setdefault(name, []).append(box_retrieval(q, qi, k, ki))
     return {name: combine_retrieval(rs) for name, rs in per_pair.items()}
 
@@ -653,6 +706,7 @@ def pretrain_diagnostics(
     num_images: int | None = None,
     batch_size: int | None = None,
     seed: int = 0,
+    norm_stats: str = "batch",
     metrics: str | None = None,
     out_dir: str | None = None,
     device: str = "cpu",
@@ -679,6 +733,8 @@ def pretrain_diagnostics(
         num_images: use the first ``num_images`` held-out images (and gt images); None: all.
         batch_size: images per batch (None: the config's ``total_batch_size``).
         seed: seeds the views, the samplers and the random control.
+        norm_stats: batch norms in retrieval, "batch" (as the loss) or "running"
+            (:func:`pretrain_embeddings`).
         metrics: the run's ``metrics.json`` for the loss curves (None: beside ``checkpoint``).
         out_dir: where ``loss_curves.png`` goes (None: no plot).
         device: where the models run.
@@ -741,7 +797,10 @@ def pretrain_diagnostics(
         "control_init": control_init if random_control else None,
         "seed": seed,
         "retrieval_definition": RETRIEVAL_DEFINITION,
-        "retrieval": {arm: retrieval_diagnostic(m, batches, seed) for arm, m in arms.items()},
+        "norm_stats": norm_stats,
+        "retrieval": {
+            arm: retrieval_diagnostic(m, batches, seed, norm_stats) for arm, m in arms.items()
+        },
     }
     if method == "aligndet":
         short_edge, max_size = _test_resize(mapper)

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from detectron2.config import instantiate
 
 from d2ext.projects.pretrain_diagnostics import (
@@ -45,7 +46,11 @@ def test_retrieval_of_a_permuted_copy_is_perfect_and_chance_is_one_over_n():
     view2 = torch.cat([view1[perm] * 2.0, view1[perm] * 0.5])
     ids2 = torch.cat([ids1[perm], ids1[perm]])
     r = box_retrieval(view1, ids1, view2, ids2)
-    assert r == {"hits": n, "num_boxes": n, "top1": 1.0, "chance": 1.0 / n}
+    assert (r["hits"], r["num_boxes"], r["top1"]) == (n, n, 1.0)
+    assert r["chance"] == pytest.approx(1.0 / n) and r["pos_cos"] == pytest.approx(1.0)
+    unit = F.normalize(view1, dim=1)
+    gram = unit @ unit.T
+    assert r["neg_cos"] == pytest.approx(float((gram.sum() - gram.trace()) / (n * n - n)))
     # the permutation must be followed: without the ids' permutation most boxes are misses
     wrong = box_retrieval(view1, ids1, view2, torch.cat([ids1, ids1]))
     assert wrong["hits"] < n
@@ -65,6 +70,13 @@ def test_retrieval_counts_exactly_the_known_mismatches():
     r = box_retrieval(unit, ids, view2, ids2)
     assert r["num_boxes"] == 5 and r["hits"] == 1  # only box 10 (box 99 is not a candidate)
     assert r["top1"] == pytest.approx(1 / 5) and r["chance"] == pytest.approx(1 / 5)
+    # cosines by angle differences: box i at a[i] in view 1, at b[i] in view 2
+    a = [0, 60, 120, 180, 240]
+    b = [0, 120, 60, 240, 240]
+    cos = [[math.cos(math.radians(x - y)) for y in b] for x in a]
+    assert r["pos_cos"] == pytest.approx((1 + 0.5 + 0.5 + 0.5 + 1) / 5)
+    off = sum(cos[i][j] for i in range(5) for j in range(5) if i != j) / 20
+    assert r["neg_cos"] == pytest.approx(off, abs=1e-6)
     # the view-1 rows of one box are averaged: two rows (1, 0.2) and (1, -0.2) mean to (1, 0)
     two_rows = torch.tensor([[1.0, 0.2], [1.0, -0.2], [0.0, 1.0]])
     r = box_retrieval(two_rows, torch.tensor([0, 0, 1]), torch.eye(2), torch.tensor([0, 1]))
@@ -76,17 +88,16 @@ def test_retrieval_counts_exactly_the_known_mismatches():
 
 
 def test_pooled_chance_is_batches_over_boxes():
-    pooled = combine_retrieval(
-        [
-            {"hits": 2, "num_boxes": 2, "top1": 1.0, "chance": 0.5},
-            {"hits": 1, "num_boxes": 4, "top1": 0.25, "chance": 0.25},
-            {"hits": 0, "num_boxes": 0, "top1": math.nan, "chance": math.nan},
-        ]
-    )
+    nan = math.nan
+    keys = ("hits", "num_boxes", "top1", "chance", "pos_cos", "neg_cos")
+    rows = [(2, 2, 1.0, 0.5, 0.9, 0.1), (1, 4, 0.25, 0.25, 0.3, 0.2), (0, 0, nan, nan, nan, nan)]
+    pooled = combine_retrieval([dict(zip(keys, row)) for row in rows])
     assert pooled["hits"] == 3 and pooled["num_boxes"] == 6 and pooled["num_batches"] == 2
     assert pooled["top1"] == pytest.approx(0.5)
     assert pooled["chance"] == pytest.approx(2 / 6)  # = (2 * 1/2 + 4 * 1/4) / 6
     assert pooled["ratio"] == pytest.approx(1.5)
+    assert pooled["pos_cos"] == pytest.approx((2 * 0.9 + 4 * 0.3) / 6)
+    assert pooled["neg_cos"] == pytest.approx((2 * 0.1 + 12 * 0.2) / 14)  # n (n - 1) pairs
 
 
 def _tiny_soco():
@@ -122,7 +133,7 @@ def _soco_batch():
 def test_soco_embeddings_are_the_online_predictor_and_target_projector_outputs():
     model = _tiny_soco().train()
     batch = _soco_batch()
-    emb = pretrain_embeddings(model, batch)
+    emb = pretrain_embeddings(model, batch, norm_stats="running")  # = eval mode's forward
     assert model.training  # mode restored
     assert set(emb) == {"v1_v2", "v1_v3"}
     model.eval()
@@ -137,7 +148,7 @@ def test_soco_embeddings_are_the_online_predictor_and_target_projector_outputs()
     q3, _, k3, _ = emb["v1_v3"]
     torch.testing.assert_close(q3, out["online"][2])
     torch.testing.assert_close(k3, out["target"][3])
-    r = retrieval_diagnostic(model, [batch])["v1_v2"]
+    r = retrieval_diagnostic(model, [batch], norm_stats="running")["v1_v2"]
     assert r["num_boxes"] == 3 and r["chance"] == pytest.approx(1 / 3)  # boxes 1, 2, 10
 
 
@@ -153,6 +164,37 @@ def test_soco_retrieval_of_identical_views_through_one_branch_is_perfect():
     model.target.load_state_dict(model.online.state_dict())
     r = retrieval_diagnostic(model, [batch])["v1_v2"]
     assert r["num_boxes"] == 4 and r["top1"] == 1.0
+
+
+def test_batch_norm_statistics_of_the_loss_without_touching_the_running_ones():
+    model = _tiny_soco()
+    batch = _soco_batch()
+    with torch.no_grad():  # running statistics away from their initial 0 / 1
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    as_loss = pretrain_embeddings(model, batch, "batch")["v1_v2"]
+    running = pretrain_embeddings(model, batch, "running")["v1_v2"]
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # nothing moved, EMA included
+    # "batch" is the training forward's normalisation: the online predictor output of the loss
+    model.train()
+    with torch.no_grad():
+        model.momentum_schedule.step = lambda *a: None  # no EMA step in this check
+        bn = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        for m in bn:
+            m.momentum = 0.0
+        feats = model._features(model.online, torch.stack([d["views"][0] for d in batch]))
+        levels = torch.cat([d["levels"][0] for d in batch])
+        online = model._embed(
+            model.online, model.predictor, feats, [d["boxes"][0] for d in batch], levels
+        )
+    torch.testing.assert_close(as_loss[0], online)
+    assert not torch.allclose(as_loss[0], running[0], atol=1e-3)
+    with pytest.raises(ValueError, match="norm_stats"):
+        pretrain_embeddings(model, batch, "frozen")
 
 
 # ------------------------------------------------------------------------------- AlignDet
@@ -193,7 +235,7 @@ def test_aligndet_embeddings_and_detector_boxes(kind, squares_image):
     model = _aligndet(kind).train()
     batch = [mapper(d), mapper(d)]
     torch.manual_seed(0)
-    q, qi, k, ki = pretrain_embeddings(model, batch)["v1_v2"]
+    q, qi, k, ki = pretrain_embeddings(model, batch, norm_stats="running")["v1_v2"]
     assert model.training
     model.eval()
     torch.manual_seed(0)
@@ -399,7 +441,8 @@ def test_tool_pretrained_vs_random_writes_every_key(tmp_path, tiny_sets, method,
     for arm in ("pretrained", "random"):
         assert set(result["retrieval"][arm]) == pairs
         for r in result["retrieval"][arm].values():
-            assert set(r) == {"hits", "num_boxes", "num_batches", "top1", "chance", "ratio"}
+            keys = {"hits", "num_boxes", "num_batches", "top1", "chance", "ratio"}
+            assert set(r) == keys | {"pos_cos", "neg_cos"}
             assert r["num_boxes"] > 0 and 0 <= r["top1"] <= 1
             assert r["chance"] == pytest.approx(r["num_batches"] / r["num_boxes"])
     if method == "aligndet":
