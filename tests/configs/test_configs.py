@@ -104,6 +104,11 @@ def _use_demo_data(cfg, request):
                 "max_size": 400,
             }
         ]
+        if "LSJCopyPasteDatasetMapper" in mapper_target:  # copy-paste needs one image size
+            cfg.dataloader.train.mapper.augmentations = {
+                "_target_": "d2ext.data.transforms.lsj_augmentations",
+                "image_size": 256,
+            }
     names = cfg.dataloader.train.dataset.names
     names = [names] if isinstance(names, str) else list(names)
     assert all(n in DatasetCatalog.list() for n in names)
