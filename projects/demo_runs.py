@@ -348,9 +348,14 @@ def diagnostics_step(config: str, pretrain_dir: str, out: str, args=()) -> Step:
     )
 
 
+_DIAGNOSTICS_FAILED = "diagnostics_failed.txt"
+
+
 def run_diagnostics(step: Step) -> None:
-    """Runs a :func:`diagnostics_step` in a subprocess (raises if it fails); when this
-    checkout has no ``tools/pretrain_diagnostics.py``, prints that the step is skipped."""
+    """Runs a :func:`diagnostics_step` in a subprocess; when this checkout has no
+    ``tools/pretrain_diagnostics.py``, prints that the step is skipped. A failure is printed
+    and recorded in ``<out>/diagnostics_failed.txt`` (:func:`read_diagnostics` reports it; a
+    rerun tries again) so that the demo still writes its tables."""
     if not os.path.isfile(DIAGNOSTICS_TOOL):
         print(
             f"pretraining diagnostics skipped: {os.path.relpath(DIAGNOSTICS_TOOL, REPO)} is not "
@@ -361,12 +366,25 @@ def run_diagnostics(step: Step) -> None:
     cmd = [sys.executable, DIAGNOSTICS_TOOL, "--config", step.config, *step.overrides]
     cmd += ["--out", step.out]
     print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, cwd=REPO)
+    failed = os.path.join(step.out, _DIAGNOSTICS_FAILED)
+    result = subprocess.run(cmd, cwd=REPO)
+    os.makedirs(step.out, exist_ok=True)
+    if result.returncode != 0:
+        why = f"{os.path.basename(DIAGNOSTICS_TOOL)} exited with status {result.returncode}"
+        print(f"pretraining diagnostics FAILED: {why} (see its output above)", flush=True)
+        with open(failed, "w") as f:
+            f.write(why + "\n")
+    elif os.path.exists(failed):
+        os.remove(failed)
 
 
 def read_diagnostics(step: Step) -> dict:
-    """The json a diagnostics step wrote, or {"skipped": reason}."""
+    """The json a diagnostics step wrote, or {"failed": reason} / {"skipped": reason}."""
     path = os.path.join(step.out, "pretrain_diagnostics.json")
+    failed = os.path.join(step.out, _DIAGNOSTICS_FAILED)
+    if os.path.exists(failed):
+        with open(failed) as f:
+            return {"failed": f.read().strip()}
     if not os.path.exists(path):
         why = "not run" if os.path.isfile(DIAGNOSTICS_TOOL) else "no tools/pretrain_diagnostics.py"
         return {"skipped": why}

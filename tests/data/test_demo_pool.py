@@ -74,13 +74,16 @@ def _kept_fraction(split, photos) -> tuple[float, int]:
 
 
 def test_large_pool_objects_pass_soco_filter(photos):
-    # README: 100 % of the 400-image pool's objects are kept by ratio3size0308 (12 % of the
-    # old pool's); here the first 60 images of each new split, and the old pool for contrast
-    for name in ("d2ext_demo_unlabeled_large", "d2ext_demo_unlabeled_large_heldout"):
+    # README / datasets README: all 437 objects of the pool and all 109 of the held-out pool
+    # are kept by ratio3size0308 (12.1 % of the old pool's: first 60 images for contrast)
+    for name, objects in (
+        ("d2ext_demo_unlabeled_large", 437),
+        ("d2ext_demo_unlabeled_large_heldout", 109),
+    ):
         split = get_split(name)
         assert not split.labeled and split.store_boxes and "rectangle" not in split.classes
-        frac, total = _kept_fraction(dataclasses.replace(split, num_images=60), photos)
-        assert total >= 60 and frac == 1.0, (name, frac)
+        frac, total = _kept_fraction(split, photos)
+        assert (total, frac) == (objects, 1.0), name
     old = dataclasses.replace(get_split("d2ext_demo_unlabeled"), num_images=60)
     frac, _ = _kept_fraction(old, photos)
     assert frac < 0.3

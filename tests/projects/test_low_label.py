@@ -341,3 +341,17 @@ def test_diagnostics_step_is_skipped_without_the_tool(tmp_path, monkeypatch, cap
     os.makedirs(step.out)
     (tmp_path / "d" / "pretrain_diagnostics.json").write_text('{"retrieval": {}}')
     assert step.done() and demo_runs.read_diagnostics(step) == {"retrieval": {}}
+
+
+def test_failing_diagnostics_are_recorded_and_retried(tmp_path, monkeypatch):
+    tool = tmp_path / "tool.py"
+    tool.write_text("import sys\nsys.exit(3)\n")
+    monkeypatch.setattr(demo_runs, "DIAGNOSTICS_TOOL", str(tool))
+    step = demo_runs.diagnostics_step("cfg.py", str(tmp_path / "pre"), str(tmp_path / "d"))
+    demo_runs.run_diagnostics(step)  # does not raise: the demo still writes its tables
+    assert not step.done()
+    assert demo_runs.read_diagnostics(step) == {"failed": "tool.py exited with status 3"}
+    out = tmp_path / "d" / "pretrain_diagnostics.json"
+    tool.write_text(f"open({str(out)!r}, 'w').write('{{}}')\n")
+    demo_runs.run_diagnostics(step)
+    assert step.done() and demo_runs.read_diagnostics(step) == {}
