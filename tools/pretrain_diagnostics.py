@@ -110,14 +110,14 @@ def table(result: dict) -> str:
     ]
     lines.append(
         f"{'retrieval':<27} {'arm':<11} {'top1':>6} {'chance':>7} {'x chance':>8} "
-        f"{'cos+':>6} {'cos-':>6} boxes"
+        f"{'cos+':>6} {'cos-':>6} {'auc':>6} boxes"
     )
     for arm, pairs in result["retrieval"].items():
         for pair, r in pairs.items():
             lines.append(
                 f"{pair:<27} {arm:<11} {_fmt(r['top1']):>6} {_fmt(r['chance']):>7} "
                 f"{_fmt(r['ratio']):>8} {_fmt(r['pos_cos']):>6} {_fmt(r['neg_cos']):>6} "
-                f"{r['num_boxes']}"
+                f"{_fmt(r['auc']):>6} {r['num_boxes']}"
             )
     for arm, refs in result.get("ar", {}).items():
         for ref, sources in refs.items():

@@ -65,7 +65,9 @@ RETRIEVAL_DEFINITION = (
     "momentum detector's on view 2, the samples of its InfoNCE), re-normalised. A box is "
     "retrieved when the cosine similarity of its view-1 embedding with its own view-2 embedding "
     "is strictly larger than with every other box's view-2 embedding in the batch (a tie is a "
-    "miss). top1 = hits / boxes over all batches; chance = sum over batches of n_b * (1 / n_b) / "
+    "miss); auc: the share of (box, other box) pairs of a batch where the other box's view-2 "
+    "embedding is strictly less similar than the box's own (0.5 at chance). top1 = hits / "
+    "boxes over all batches; chance = sum over batches of n_b * (1 / n_b) / "
     "sum n_b = batches / boxes, the expected top1 of a uniform random pick. Models run without "
     "gradient or EMA step; norm_stats 'batch': the batch norms that train (SoCo's backbone, "
     "head, projector and predictor) normalise with the batch's statistics as in the loss, "
@@ -111,7 +113,9 @@ def box_retrieval(
         dict: ``hits`` (int), ``num_boxes`` (n, the boxes with rows in both views), ``top1``
         (hits / n), ``chance`` (1 / n), ``pos_cos`` (mean cosine of a box's two embeddings) and
         ``neg_cos`` (mean cosine of a box's view-1 embedding with the other boxes' view-2
-        embeddings); NaN where undefined (n = 0; ``neg_cos`` at n = 1).
+        embeddings), ``auc`` (the share of (box, other box) pairs where the other box's view-2
+        embedding is strictly less similar than the box's own: 0.5 at chance, 1 when every box
+        is found); NaN where undefined (n = 0; ``neg_cos`` and ``auc`` at n = 1).
     """
     if view1.dim() != 2 or view2.dim() != 2 or view1.shape[1] != view2.shape[1]:
         raise ValueError(f"embeddings must be [M, D] of one width: {view1.shape}, {view2.shape}")
@@ -122,7 +126,7 @@ def box_retrieval(
     common = u1[torch.isin(u1, u2)]
     n = len(common)
     if n == 0:
-        undefined = dict.fromkeys(("top1", "chance", "pos_cos", "neg_cos"), math.nan)
+        undefined = dict.fromkeys(("top1", "chance", "pos_cos", "neg_cos", "auc"), math.nan)
         return {"hits": 0, "num_boxes": 0, **undefined}
     q = e1[torch.searchsorted(u1, common)]
     k = e2[torch.searchsorted(u2, common)].to(q.device)
@@ -131,6 +135,8 @@ def box_retrieval(
     others = sim.masked_fill(torch.eye(n, dtype=torch.bool, device=sim.device), -math.inf)
     hits = int((own > others.max(dim=1).values).sum()) if n > 1 else 1
     neg = float((sim.sum() - own.sum()) / (n * n - n)) if n > 1 else math.nan
+    below = (others < own[:, None]).sum()  # the diagonal is -inf: counted, taken off below
+    auc = float((below - n) / (n * n - n)) if n > 1 else math.nan
     return {
         "hits": hits,
         "num_boxes": n,
@@ -138,6 +144,7 @@ def box_retrieval(
         "chance": 1.0 / n,
         "pos_cos": float(own.mean()),
         "neg_cos": neg,
+        "auc": auc,
     }
 
 
@@ -147,8 +154,9 @@ def combine_retrieval(results: Iterable[dict]) -> dict:
     Returns:
         dict: ``hits``, ``num_boxes``, ``num_batches`` (batches with a box), ``top1`` = hits /
         boxes, ``chance`` = batches / boxes (the expected top1 of a uniform random pick in each
-        batch), ``ratio`` = top1 / chance, ``pos_cos`` (mean over boxes) and ``neg_cos`` (mean
-        over the batches' (box, other box) pairs); NaN where no box (pair) was seen.
+        batch), ``ratio`` = top1 / chance, ``pos_cos`` (mean over boxes), ``neg_cos`` and
+        ``auc`` (means over the batches' (box, other box) pairs); NaN where no box (pair) was
+        seen.
     """
     results = [r for r in results if r["num_boxes"] > 0]
     hits = sum(r["hits"] for r in results)
@@ -166,6 +174,9 @@ def combine_retrieval(results: Iterable[dict]) -> dict:
         "ratio": top1 / chance if n else math.nan,
         "pos_cos": sum(r["pos_cos"] * r["num_boxes"] for r in results) / n if n else math.nan,
         "neg_cos": sum(v * c for v, c in pairs if c) / n_pairs if n_pairs else math.nan,
+        "auc": sum(r["auc"] * c for r, (_, c) in zip(results, pairs) if c) / n_pairs
+        if n_pairs
+        else math.nan,
     }
 
 

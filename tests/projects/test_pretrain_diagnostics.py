@@ -48,6 +48,7 @@ def test_retrieval_of_a_permuted_copy_is_perfect_and_chance_is_one_over_n():
     r = box_retrieval(view1, ids1, view2, ids2)
     assert (r["hits"], r["num_boxes"], r["top1"]) == (n, n, 1.0)
     assert r["chance"] == pytest.approx(1.0 / n) and r["pos_cos"] == pytest.approx(1.0)
+    assert r["auc"] == 1.0
     unit = F.normalize(view1, dim=1)
     gram = unit @ unit.T
     assert r["neg_cos"] == pytest.approx(float((gram.sum() - gram.trace()) / (n * n - n)))
@@ -57,8 +58,9 @@ def test_retrieval_of_a_permuted_copy_is_perfect_and_chance_is_one_over_n():
 
 
 def test_retrieval_counts_exactly_the_known_mismatches():
-    # 5 boxes at angles 0, 60, 120, 180, 240 degrees in view 1
-    angles = torch.tensor([0.0, 60.0, 120.0, 180.0, 240.0]) * math.pi / 180
+    # 5 boxes at angles 0, 50, 110, 170, 250 degrees in view 1 (no two cosines of a row equal
+    # by geometry, so float rounding cannot turn a tie into an order)
+    angles = torch.tensor([0.0, 50.0, 110.0, 170.0, 250.0]) * math.pi / 180
     unit = torch.stack([angles.cos(), angles.sin()], 1)
     ids = torch.tensor([10, 11, 12, 13, 14])
     view2 = unit.clone()
@@ -71,12 +73,16 @@ def test_retrieval_counts_exactly_the_known_mismatches():
     assert r["num_boxes"] == 5 and r["hits"] == 1  # only box 10 (box 99 is not a candidate)
     assert r["top1"] == pytest.approx(1 / 5) and r["chance"] == pytest.approx(1 / 5)
     # cosines by angle differences: box i at a[i] in view 1, at b[i] in view 2
-    a = [0, 60, 120, 180, 240]
-    b = [0, 120, 60, 240, 240]
+    a = [0, 50, 110, 170, 250]
+    b = [0, 110, 50, 250, 250]
     cos = [[math.cos(math.radians(x - y)) for y in b] for x in a]
-    assert r["pos_cos"] == pytest.approx((1 + 0.5 + 0.5 + 0.5 + 1) / 5)
+    assert r["pos_cos"] == pytest.approx(sum(cos[i][i] for i in range(5)) / 5, abs=1e-6)
     off = sum(cos[i][j] for i in range(5) for j in range(5) if i != j) / 20
     assert r["neg_cos"] == pytest.approx(off, abs=1e-6)
+    # other boxes strictly less similar than the own one (13 and 14 tie in view 2: not below)
+    below = sum(cos[i][j] < cos[i][i] - 1e-6 for i in range(5) for j in range(5) if i != j)
+    assert r["auc"] == pytest.approx(below / 20)
+    assert below == 4 + 2 + 3 + 2 + 3  # per box 10..14, read off the angle table
     # the view-1 rows of one box are averaged: two rows (1, 0.2) and (1, -0.2) mean to (1, 0)
     two_rows = torch.tensor([[1.0, 0.2], [1.0, -0.2], [0.0, 1.0]])
     r = box_retrieval(two_rows, torch.tensor([0, 0, 1]), torch.eye(2), torch.tensor([0, 1]))
@@ -89,8 +95,9 @@ def test_retrieval_counts_exactly_the_known_mismatches():
 
 def test_pooled_chance_is_batches_over_boxes():
     nan = math.nan
-    keys = ("hits", "num_boxes", "top1", "chance", "pos_cos", "neg_cos")
-    rows = [(2, 2, 1.0, 0.5, 0.9, 0.1), (1, 4, 0.25, 0.25, 0.3, 0.2), (0, 0, nan, nan, nan, nan)]
+    keys = ("hits", "num_boxes", "top1", "chance", "pos_cos", "neg_cos", "auc")
+    rows = [(2, 2, 1.0, 0.5, 0.9, 0.1, 1.0), (1, 4, 0.25, 0.25, 0.3, 0.2, 0.5)]
+    rows.append((0, 0, nan, nan, nan, nan, nan))
     pooled = combine_retrieval([dict(zip(keys, row)) for row in rows])
     assert pooled["hits"] == 3 and pooled["num_boxes"] == 6 and pooled["num_batches"] == 2
     assert pooled["top1"] == pytest.approx(0.5)
@@ -98,6 +105,7 @@ def test_pooled_chance_is_batches_over_boxes():
     assert pooled["ratio"] == pytest.approx(1.5)
     assert pooled["pos_cos"] == pytest.approx((2 * 0.9 + 4 * 0.3) / 6)
     assert pooled["neg_cos"] == pytest.approx((2 * 0.1 + 12 * 0.2) / 14)  # n (n - 1) pairs
+    assert pooled["auc"] == pytest.approx((2 * 1.0 + 12 * 0.5) / 14)
 
 
 def _tiny_soco():
@@ -442,7 +450,7 @@ def test_tool_pretrained_vs_random_writes_every_key(tmp_path, tiny_sets, method,
         assert set(result["retrieval"][arm]) == pairs
         for r in result["retrieval"][arm].values():
             keys = {"hits", "num_boxes", "num_batches", "top1", "chance", "ratio"}
-            assert set(r) == keys | {"pos_cos", "neg_cos"}
+            assert set(r) == keys | {"pos_cos", "neg_cos", "auc"}
             assert r["num_boxes"] > 0 and 0 <= r["top1"] <= 1
             assert r["chance"] == pytest.approx(r["num_batches"] / r["num_boxes"])
     if method == "aligndet":
