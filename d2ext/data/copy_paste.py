@@ -120,6 +120,15 @@ def _segmentation_as_rle(segm, height: int, width: int):
     return segm
 
 
+def _box_masks(boxes: torch.Tensor, image: torch.Tensor) -> BitMasks:
+    """Boxes as masks (mmdetection 3's ``HorizontalBoxes.create_masks``)."""
+    h, w = image.shape[-2:]
+    masks = torch.zeros((boxes.shape[0], h, w), dtype=torch.bool)
+    for k, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
+        masks[k, int(y1) : int(y2), int(x1) : int(x2)] = True
+    return BitMasks(masks)
+
+
 class LSJCopyPasteDatasetMapper(DatasetMapper):
     """detectron2's ``DatasetMapper`` with Co-DINO's LSJ annotation handling and copy-paste.
 
@@ -135,7 +144,9 @@ class LSJCopyPasteDatasetMapper(DatasetMapper):
     - with ``copy_paste``, a source image is drawn uniformly from ``source_dataset``, mapped the
       same way (redrawn up to ``max_refetch`` times while it maps to None) and pasted with
       :func:`copy_paste`. Copy-paste needs masks (``use_instance_mask=True``), as in the
-      authors' code.
+      authors' code; for box-only data, ``paste_by_box`` uses each box's pixels as its mask
+      (mmdetection 3's ``CopyPaste(paste_by_box=True)``: rows int(y1):int(y2), columns
+      int(x1):int(x2)) and the output has no masks.
 
     At inference it is detectron2's ``DatasetMapper``.
 
@@ -151,6 +162,7 @@ class LSJCopyPasteDatasetMapper(DatasetMapper):
         max_num_pasted, bbox_occluded_thr, mask_occluded_thr: as in :func:`copy_paste` (the
             authors' 100, 10, 300).
         min_box_size: objects with a box side not above this are dropped.
+        paste_by_box: without masks, paste boxes as masks (see above).
         max_refetch: draws of a source image before giving up.
         kwargs: the other arguments of detectron2's ``DatasetMapper``.
     """
@@ -168,11 +180,15 @@ class LSJCopyPasteDatasetMapper(DatasetMapper):
         bbox_occluded_thr: float = 10,
         mask_occluded_thr: int = 300,
         min_box_size: float = 1e-2,
+        paste_by_box: bool = False,
         max_refetch: int = 15,
         **kwargs,
     ):
-        if copy_paste and is_train and not use_instance_mask:
-            raise ValueError("copy-paste needs the instance masks: set use_instance_mask=True")
+        if copy_paste and is_train and not use_instance_mask and not paste_by_box:
+            raise ValueError(
+                "copy-paste needs the instance masks: set use_instance_mask=True (or "
+                "paste_by_box=True to paste boxes as masks)"
+            )
         if kwargs.pop("instance_mask_format", "bitmask") != "bitmask":
             raise ValueError("LSJCopyPasteDatasetMapper keeps masks as bitmasks")
         kwargs.pop("recompute_boxes", None)
@@ -193,6 +209,7 @@ class LSJCopyPasteDatasetMapper(DatasetMapper):
         self.bbox_occluded_thr = bbox_occluded_thr
         self.mask_occluded_thr = mask_occluded_thr
         self.min_box_size = min_box_size
+        self.paste_by_box = paste_by_box
         self.max_refetch = max_refetch
 
     def _transform_annotations(self, dataset_dict, transforms, image_shape):
@@ -261,6 +278,9 @@ class LSJCopyPasteDatasetMapper(DatasetMapper):
             )
         if "instances" not in out or "instances" not in source:
             raise ValueError("copy-paste needs annotations on both images")
+        if not self.use_instance_mask:  # paste_by_box
+            for x in (out, source):
+                x["instances"].gt_masks = _box_masks(x["instances"].gt_boxes.tensor, x["image"])
         out["image"], out["instances"] = copy_paste(
             out["image"],
             out["instances"],
@@ -270,6 +290,8 @@ class LSJCopyPasteDatasetMapper(DatasetMapper):
             bbox_occluded_thr=self.bbox_occluded_thr,
             mask_occluded_thr=self.mask_occluded_thr,
         )
+        if not self.use_instance_mask:
+            out["instances"].remove("gt_masks")
         return out
 
 

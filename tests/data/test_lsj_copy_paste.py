@@ -251,6 +251,31 @@ def test_mapper_pastes_source_objects_and_drops_the_covered(two_images):
     assert 0 < pasted_runs < 10  # randint(0, 2): sometimes nothing is drawn
 
 
+def test_mapper_pastes_boxes_as_masks_on_box_only_data(two_images):
+    a, b = two_images
+    mapper = LSJCopyPasteDatasetMapper(
+        True,
+        augmentations=lsj_augmentations(64, min_scale=1.0, max_scale=1.0, horizontal_flip=False),
+        image_format="RGB",
+        use_instance_mask=False,
+        paste_by_box=True,
+        source_dataset=[b],
+    )
+    outcomes = set()
+    for seed in range(10):
+        np.random.seed(seed)
+        inst = mapper(a)["instances"]
+        assert not inst.has("gt_masks")
+        if (inst.gt_classes == 1).any():
+            # B's box (4, 4, 60, 60) covers both of A's boxes: only the pasted box is left
+            assert inst.gt_classes.tolist() == [1]
+            torch.testing.assert_close(inst.gt_boxes.tensor, torch.tensor([[4.0, 4, 60, 60]]))
+        else:
+            assert inst.gt_classes.tolist() == [0, 0]
+        outcomes.add(int((inst.gt_classes == 1).sum()))
+    assert outcomes == {0, 1}
+
+
 def test_mapper_needs_a_source_and_masks(two_images):
     a, _ = two_images
     augs = lsj_augmentations(64)
