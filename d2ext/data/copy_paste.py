@@ -226,8 +226,8 @@ class LSJCopyPasteDatasetMapper(DatasetMapper):
             else:
                 raise ValueError(
                     f"{dataset_dict.get('file_name')}: an annotation has no 'segmentation'; "
-                    "the mask-based LSJ / copy-paste needs masks (use_instance_mask=False "
-                    "and copy_paste=False for box-only data)"
+                    "the mask-based LSJ / copy-paste needs masks (for box-only data: "
+                    "use_instance_mask=False, with paste_by_box=True or copy_paste=False)"
                 )
             annos.append(utils.transform_instance_annotations(obj, transforms, image_shape))
         instances = utils.annotations_to_instances(annos, image_shape, mask_format="bitmask")
