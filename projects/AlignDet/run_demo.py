@@ -190,6 +190,9 @@ def build_plan(args, proposals_root: str) -> list[Step]:
     # 6. diagnostics of the pretraining against its backbone-only start
     if "aligndet" in args.arms and not args.no_diagnostics:
         name = tags[ARMS["aligndet"]]
+        held = HELDOUT.removeprefix("d2ext_demo_")
+        held_gt = os.path.join(proposals_root, f"gt_{held}")
+        steps.append(Step("box_cache", held_gt, dataset=HELDOUT, arm="ground truth"))
         steps.append(
             diagnostics_step(
                 pretrain_cfg,
@@ -201,9 +204,11 @@ def build_plan(args, proposals_root: str) -> list[Step]:
                     "--dataset",
                     HELDOUT,
                     "--proposals",
-                    os.path.join(proposals_root, f"aligndet_{HELDOUT.removeprefix('d2ext_demo_')}"),
+                    os.path.join(proposals_root, f"aligndet_{held}"),
                     "--make-proposals",
                     ALIGNDET_FILTER_NAME,
+                    "--reference",
+                    f"heldout_gt={held_gt}",
                 ),
             )
         )

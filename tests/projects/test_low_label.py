@@ -254,8 +254,9 @@ def test_aligndet_default_plan(tmp_path):
     assert all(s.init == backbone_only for s in finetunes if s.arm == "backbone only")
     pretrains = {s.arm: s for s in steps if s.kind == "pretrain"}
     extracts = {s.arm: s for s in steps if s.kind == "extract"}
-    (box_cache,) = [s for s in steps if s.kind == "box_cache"]
+    box_cache, held_gt = [s for s in steps if s.kind == "box_cache"]
     assert box_cache.dataset == "d2ext_demo_unlabeled"  # AlignDet's default pool
+    assert held_gt.dataset == aligndet_demo.HELDOUT and steps[-2] is held_gt
     assert (
         _override(pretrains["oracle"], "dataloader.train.mapper.proposals.cache_dir")
         == box_cache.out
@@ -266,7 +267,10 @@ def test_aligndet_default_plan(tmp_path):
         assert extracts[label].init == pretrains[label].out
         assert all(s.init == extracts[label].out for s in finetunes if s.arm == label)
     assert os.path.basename(pretrains["AlignDet"].out) == "pretrain"  # the earlier demo's
-    assert steps[-1].kind == "diagnostics" and "--control-init" in steps[-1].overrides
+    diag = steps[-1]
+    assert diag.kind == "diagnostics" and "--control-init" in diag.overrides
+    assert f"heldout_gt={held_gt.out}" in diag.overrides  # AR@100 against its ground truth
+    assert diag.init == pretrains["AlignDet"].out
     # the earlier demo's fine-tuning folders for its settings (100 %, the config's 300)
     args = aligndet_demo.resolve(
         aligndet_demo.build_parser().parse_args(
