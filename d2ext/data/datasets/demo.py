@@ -84,8 +84,9 @@ class Split:
         seed: the seed of its random generator.
         labeled: whether its dataset dicts carry annotations.
         names: category names to use instead of ``classes`` (``None``: ``classes``).
-        object_size: (low, high) of the uniform draw of an object's size in pixels (the
-            height of its unit outline's box; a width for wide classes, see ``_draw_objects``).
+        object_size: (low, high) of the uniform draw of an object's size in pixels: the
+            scale of its class outline, whose box is then at most that size high and 1.6x
+            that size wide (``_draw_objects``).
         max_objects: objects per image are drawn from 1..max_objects (fewer when they do not
             fit without overlap in 30 tries).
         store_boxes: for an unlabeled split, write its objects' boxes into its json all the
