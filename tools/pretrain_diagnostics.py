@@ -25,7 +25,6 @@ prints a table.
 
 import argparse
 import json
-import math
 import os
 import sys
 
@@ -88,47 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fmt(x) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
-
-
-def _json_safe(x):
-    """NaN (no box seen) -> None, so the file is strict JSON."""
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_json_safe(v) for v in x]
-    return x
-
-
-def table(result: dict) -> str:
-    """The diagnostics as a text table."""
-    lines = [
-        f"{result['method']}: {result['num_images']} images of {', '.join(result['datasets'])}"
-    ]
-    lines.append(
-        f"{'retrieval':<27} {'arm':<11} {'top1':>6} {'chance':>7} {'x chance':>8} "
-        f"{'cos+':>6} {'cos-':>6} {'auc':>6} boxes"
-    )
-    for arm, pairs in result["retrieval"].items():
-        for pair, r in pairs.items():
-            lines.append(
-                f"{pair:<27} {arm:<11} {_fmt(r['top1']):>6} {_fmt(r['chance']):>7} "
-                f"{_fmt(r['ratio']):>8} {_fmt(r['pos_cos']):>6} {_fmt(r['neg_cos']):>6} "
-                f"{_fmt(r['auc']):>6} {r['num_boxes']}"
-            )
-    for arm, refs in result.get("ar", {}).items():
-        for ref, sources in refs.items():
-            for source, r in sources.items():
-                name = f"AR@100 {ref}/{source}"
-                lines.append(f"{name:<27} {arm:<11} {_fmt(r['ar']):>6}  gt {r['num_gt']}")
-    if result.get("loss_curves"):
-        lines.append(f"loss curves: {result['loss_curves']} ({', '.join(result['loss_terms'])})")
-    return "\n".join(lines)
-
-
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     if not args.checkpoint and not args.random_control:
@@ -146,7 +104,11 @@ def main(argv=None) -> dict:
 
     from d2ext.data import register_all_datasets
     from d2ext.data.datasets import generate_demo_data
-    from d2ext.projects.pretrain_diagnostics import pretrain_diagnostics
+    from d2ext.projects.pretrain_diagnostics import (
+        diagnostics_table,
+        json_safe,
+        pretrain_diagnostics,
+    )
     from d2ext.utils.io import atomic_write_bytes
 
     if any(n.startswith("d2ext_demo") for n in args.dataset + list(args.gt_dataset)):
@@ -182,8 +144,8 @@ def main(argv=None) -> dict:
     result["config"] = os.path.abspath(args.config)
     result["overrides"] = list(args.opts)
     path = os.path.join(args.out, "pretrain_diagnostics.json")
-    atomic_write_bytes(path, json.dumps(_json_safe(result), indent=2, allow_nan=False).encode())
-    print(table(result))
+    atomic_write_bytes(path, json.dumps(json_safe(result), indent=2, allow_nan=False).encode())
+    print(diagnostics_table(result))
     print(f"wrote {path}", file=sys.stderr)
     return result
 

@@ -14,6 +14,7 @@
 """
 
 import contextlib
+import copy
 import io
 import json
 import logging
@@ -42,6 +43,8 @@ __all__ = [
     "combine_retrieval",
     "detector_boxes",
     "detector_recall",
+    "diagnostics_table",
+    "json_safe",
     "map_batches",
     "plot_loss_curves",
     "pretrain_diagnostics",
@@ -674,6 +677,53 @@ def plot_loss_curves(
     return list(keys)
 
 
+# ------------------------------------------------------------------------------- output
+
+
+def _fmt(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def json_safe(x):
+    """``x`` (dicts, lists, numbers) with every NaN (nothing seen) replaced by None, for a
+    strict JSON file."""
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [json_safe(v) for v in x]
+    return x
+
+
+def diagnostics_table(result: dict) -> str:
+    """The result of :func:`pretrain_diagnostics` as a text table: retrieval per arm and view
+    pair (top1, chance, top1 / chance, cos+ = pos_cos, cos- = neg_cos, auc, boxes), AR@100 per
+    arm, reference and box source, and the loss-curve PNG."""
+    lines = [
+        f"{result['method']}: {result['num_images']} images of {', '.join(result['datasets'])}"
+    ]
+    lines.append(
+        f"{'retrieval':<27} {'arm':<11} {'top1':>6} {'chance':>7} {'x chance':>8} "
+        f"{'cos+':>6} {'cos-':>6} {'auc':>6} boxes"
+    )
+    for arm, pairs in result["retrieval"].items():
+        for pair, r in pairs.items():
+            lines.append(
+                f"{pair:<27} {arm:<11} {_fmt(r['top1']):>6} {_fmt(r['chance']):>7} "
+                f"{_fmt(r['ratio']):>8} {_fmt(r['pos_cos']):>6} {_fmt(r['neg_cos']):>6} "
+                f"{_fmt(r['auc']):>6} {r['num_boxes']}"
+            )
+    for arm, refs in result.get("ar", {}).items():
+        for ref, sources in refs.items():
+            for source, r in sources.items():
+                name = f"AR@100 {ref}/{source}"
+                lines.append(f"{name:<27} {arm:<11} {_fmt(r['ar']):>6}  gt {r['num_gt']}")
+    if result.get("loss_curves"):
+        lines.append(f"loss curves: {result['loss_curves']} ({', '.join(result['loss_terms'])})")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------- all of it
 
 
@@ -761,6 +811,7 @@ def pretrain_diagnostics(
 
     from d2ext.checkpoint import load_checkpoint
 
+    cfg = copy.deepcopy(cfg)  # the caller's config is left as it was
     mapper_cfg = cfg.dataloader.train.mapper
     if proposals_dir is not None:
         mapper_cfg.proposals.cache_dir = proposals_dir

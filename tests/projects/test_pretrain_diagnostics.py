@@ -15,6 +15,8 @@ from d2ext.projects.pretrain_diagnostics import (
     box_retrieval,
     combine_retrieval,
     detector_boxes,
+    diagnostics_table,
+    json_safe,
     plot_loss_curves,
     pretrain_embeddings,
     read_metrics,
@@ -406,7 +408,9 @@ def tiny_sets(tmp_path_factory):
         ),
     ],
 )
-def test_tool_pretrained_vs_random_writes_every_key(tmp_path, tiny_sets, method, config, opts):
+def test_tool_pretrained_vs_random_writes_every_key(
+    tmp_path, tiny_sets, method, config, opts, capsys
+):
     from detectron2.config import LazyConfig
 
     from ..helpers import REPO
@@ -466,7 +470,11 @@ def test_tool_pretrained_vs_random_writes_every_key(tmp_path, tiny_sets, method,
         assert "ar" not in result
     assert result["loss_terms"] == ["total_loss", "loss_a", "loss_b"]
     assert (out / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
-    assert printed["retrieval"] == json.loads(json.dumps(printed["retrieval"]))
+    table = capsys.readouterr().out
+    assert table == diagnostics_table(printed) + "\n"
+    assert "v1_v2" in table and ("AR@100 gt_heldout/rpn" in table) == (method == "aligndet")
+    safe = json_safe({"a": [math.nan, 1.0], "b": (2, math.nan)})
+    assert safe == {"a": [None, 1.0], "b": [2, None]}
 
 
 def test_tool_errors(tmp_path):
