@@ -13,7 +13,7 @@ from d2ext.modeling.deformable_detr import HungarianMatcher
 from d2ext.modeling.deformable_detr.position_encoding import box_sine_embedding
 from d2ext.modeling.dino import DINO, DINOTransformer
 from d2ext.modeling.losses import aligned_box_iou, quality_focal_loss
-from d2ext.projects.codetr import AUXILIARY_PREFIXES, CoDINO, strip_auxiliary
+from d2ext.projects.codetr import AUXILIARY_PREFIXES, CoDINO, ViTLayerDecayLRFactor, strip_auxiliary
 
 from ..helpers import load_config
 from ..modeling.test_dino import _inputs, _instances
@@ -204,3 +204,67 @@ def test_soft_nms_suppresses_duplicates():
     torch.testing.assert_close(
         r.pred_boxes.tensor[0], box_convert(boxes[0, 0], "cxcywh", "xyxy") * 100
     )
+
+
+def test_vit_layer_decay_factor():
+    f = ViTLayerDecayLRFactor(num_layers=24, lr_decay_rate=0.8)
+    assert f("backbone.net.pos_embed") == pytest.approx(0.8**25)
+    assert f("backbone.net.patch_embed.proj.weight") == pytest.approx(0.8**25)
+    assert f("backbone.net.blocks.0.attn.qkv.weight") == pytest.approx(0.8**24)
+    assert f("backbone.net.blocks.23.mlp.fc1.bias") == pytest.approx(0.8)
+    assert f("backbone.simfp_2.0.weight") == 1.0 and f("transformer.query_embed.weight") == 1.0
+    with pytest.raises(ValueError):
+        ViTLayerDecayLRFactor(num_layers=0)
+
+
+def test_full_scale_co_dino_r50_as_the_authors():
+    cfg = load_config("projects/CoDETR/configs/co_dino_R50_12ep_coco.py")
+    torch.manual_seed(0)
+    model = instantiate(cfg.model)
+    tr = model.transformer
+    assert type(model) is CoDINO and tr.n_levels == 5 and tr.num_queries == 900
+    assert [s.stride for s in model.neck.output_shape()] == [4, 8, 16, 32, 64]
+    assert model.adapter.strides == [4, 8, 16, 32, 64, 128]
+    assert (model.denoising.num_dn_queries, model.denoising.label_noise_ratio) == (100, 0.5)
+    assert model.denoising.box_noise_scale == 1.0
+    assert model.position_embedding.temperature == 20 and model.position_embedding.offset == 0
+    assert model.criterion.class_loss == "quality_focal" and model.criterion.qfl_beta == 2.0
+    assert not model.criterion.class_agnostic_proposals
+    w = model.criterion.weight_dict
+    assert (w["loss_class"], w["loss_bbox"], w["loss_giou_enc"]) == (1.0, 5.0, 2.0)
+    m = model.criterion.matcher
+    assert (m.cost_class, m.cost_bbox, m.cost_giou) == (2.0, 5.0, 2.0)
+    assert model.aux_loss_scale == 12.0 and model.lambda1 == 1.0
+    assert not model.with_coord_feat and not hasattr(model, "head_pos_embed")
+    assert model.aux_pos_trans[0].out_features == 256
+    assert (model.num_detections, model.num_preselect, model.soft_nms_iou) == (300, 900, 0.8)
+    assert model.size_divisibility == 1
+    anchors = model.rpn.anchor_generator
+    assert anchors.num_anchors == [9] * 6 and list(anchors.strides) == [4, 8, 16, 32, 64, 128]
+    assert model.roi_heads.box_in_features == ["p2", "p3", "p4", "p5", "p6"]
+    # query content N(0, 1) in Co-DINO (xavier in DINO)
+    assert abs(tr.query_embed.weight.std().item() - 1.0) < 0.05
+    # optimiser: lr 2e-4, x0.1 for the backbone only (sampling_offsets at 1x)
+    cfg.optimizer.params.model = model
+    opt = instantiate(cfg.optimizer)
+    lrs = {}
+    names = {id(p): n for n, p in model.named_parameters()}
+    for g in opt.param_groups:
+        for p in g["params"]:
+            lrs[names[id(p)]] = g["lr"]
+    assert lrs["transformer.encoder_layers.0.self_attn.sampling_offsets.weight"] == 2e-4
+    assert lrs["backbone.res3.0.conv1.weight"] == pytest.approx(2e-5)
+    assert lrs["denoising.label_embed.weight"] == 2e-4
+
+
+def test_dino_r50_configs_as_the_authors():
+    cfg = load_config("projects/CoDETR/configs/dino_R50_4scale_12ep_coco.py")
+    assert cfg.optimizer.lr == 1e-4 and list(cfg.optimizer.params.lr_factor_func.contains) == []
+    torch.manual_seed(0)
+    model = instantiate(cfg.model)
+    assert type(model) is DINO and model.transformer.n_levels == 4
+    assert model.num_detections == 300 and model.soft_nms_iou is None
+    assert model.criterion.class_loss == "focal"
+    # DINO's content queries are xavier-initialised
+    bound = (6 / (900 + 256)) ** 0.5
+    assert model.transformer.query_embed.weight.abs().max() <= bound

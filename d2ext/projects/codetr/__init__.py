@@ -11,6 +11,7 @@ from .modeling import (
     octave_anchor_sizes,
     strip_auxiliary,
 )
+from .optim import ViTLayerDecayLRFactor
 
 __all__ = [
     "AUXILIARY_PREFIXES",
@@ -18,6 +19,7 @@ __all__ = [
     "CoDeformableDETR",
     "CoStandardROIHeads",
     "MultiScaleAdapter",
+    "ViTLayerDecayLRFactor",
     "build_positive_queries",
     "octave_anchor_sizes",
     "strip_auxiliary",
