@@ -372,3 +372,22 @@ def test_sentence_encoder_offline_paraphrases_are_near():
     emb = torch.from_numpy(encode_labels(enc, ["cat", "kitten", "truck"], ["a photo of a {}."]))
     s = label_similarity(emb, "affine")
     assert s[0, 1] > s[1, 2] and s[0, 1] > s[0, 2]
+
+
+def test_each_test_evaluator_writes_its_results_under_the_run(tmp_path):
+    # every dataset of dataloader.tests gets its own results folder under train.output_dir, so
+    # tools/visualize_predictions.py --results can draw the zero-shot predictions
+    from d2ext.data import register_all_datasets
+    from d2ext.model_zoo import get_config
+
+    register_all_datasets()
+    cfg = get_config("ScaleDet/scaledet_R18_FPN_demo.py")
+    cfg.train.output_dir = str(tmp_path / "run")
+    dirs = {}
+    for name, test in cfg.dataloader.tests.items():
+        evaluator = instantiate(test.evaluator)
+        dirs[name] = evaluator._output_dir
+    assert dirs == {
+        name: str(tmp_path / "run" / "inference" / f"d2ext_demo_{name}_val")
+        for name in ("shapes", "signs", "synonyms")
+    }

@@ -10,6 +10,7 @@ with ``scaledet.text`` and written there on first use.
 """
 
 import copy
+import inspect
 
 from detectron2.config import LazyCall as L
 from detectron2.data import build_detection_test_loader, get_detection_dataset_dicts
@@ -137,7 +138,9 @@ def dataset_test(dataset, mapper, evaluator, vocab_path=None):
     Args:
         dataset: the detectron2 dataset name.
         mapper: the test mapper (LazyCall; copied, its image format follows the train mapper's).
-        evaluator: the evaluator (LazyCall).
+        evaluator: the evaluator (LazyCall). One that takes ``output_dir`` and has none gets
+            ``${train.output_dir}/inference/<dataset>`` (a COCOEvaluator writes its
+            ``coco_instances_results.json`` there).
         vocab_path: the vocabulary's embedding file (default:
             ``${scaledet.text.vocab_dir}/<dataset>.npy``).
 
@@ -145,6 +148,11 @@ def dataset_test(dataset, mapper, evaluator, vocab_path=None):
         ``{"loader", "evaluator", "context"}``; the context swaps the vocabulary in for the test.
     """
     vocab_path = vocab_path or "${scaledet.text.vocab_dir}/" + dataset + ".npy"
+    if "output_dir" in inspect.signature(evaluator._target_).parameters and not evaluator.get(
+        "output_dir"
+    ):
+        # a COCOEvaluator writes coco_instances_results.json there (tools/visualize_predictions.py)
+        evaluator.output_dir = "${train.output_dir}/inference/" + dataset
     mapper = copy.deepcopy(mapper)
     mapper.image_format = "${dataloader.train.mapper.image_format}"
     return {
