@@ -21,6 +21,8 @@ data: setup
 # model, per-dataset and zero-shot evaluation (projects/ScaleDet/run_demo.py). make demo
 # MODE=imted: MAE pretraining -> imTED vs encoder-only fine-tuning (projects/imTED/run_demo.py).
 # make demo MODE=codetr: Co-Deformable-DETR vs its base Deformable DETR (projects/CoDETR/run_demo.py).
+# make demo MODE=codino: Co-DINO vs its base DINO, and DINO vs Deformable DETR
+# (projects/CoDETR/run_demo.py --pair codino).
 MODE ?= baseline
 DETECTOR ?= faster_rcnn
 demo: data
@@ -34,10 +36,12 @@ else ifeq ($(MODE),imted)
 	$(PY) projects/imTED/run_demo.py
 else ifeq ($(MODE),codetr)
 	$(PY) projects/CoDETR/run_demo.py
+else ifeq ($(MODE),codino)
+	$(PY) projects/CoDETR/run_demo.py --pair codino
 else ifeq ($(MODE),baseline)
 	$(PY) tools/train_net.py --resume --config-file configs/baselines/faster_rcnn_R18_FPN_demo.py
 else
-	@echo "unknown MODE=$(MODE); use MODE=baseline, soco, aligndet, scaledet, imted or codetr" >&2; exit 2
+	@echo "unknown MODE=$(MODE); use MODE=baseline, soco, aligndet, scaledet, imted, codetr or codino" >&2; exit 2
 endif
 
 test: setup
