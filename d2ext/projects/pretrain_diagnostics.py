@@ -292,10 +292,19 @@ def pretrain_embeddings(
     raise TypeError(f"no pretraining embeddings known for {type(model).__name__}")
 
 
-def _seeded(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+@contextlib.contextmanager
+def _seeded(seed: int):
+    """Python's, numpy's and torch's generators seeded with ``seed`` inside, restored after."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng():
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
 
 
 def retrieval_diagnostic(
@@ -308,7 +317,8 @@ def retrieval_diagnostic(
         model: SoCo or AlignDet.
         batches: lists of mapper outputs (e.g. from :func:`map_batches`); the same batches for
             every model compared.
-        seed: seeds torch / numpy / random before each batch (AlignDet's sample draws).
+        seed: seeds torch / numpy / random for each batch (AlignDet's sample draws); the
+            generators' states are restored after.
         norm_stats: "batch" or "running" (:func:`pretrain_embeddings`).
 
     Returns:
@@ -316,8 +326,9 @@ def retrieval_diagnostic(
     """
     per_pair: dict[str, list[dict]] = {}
     for i, batch in enumerate(batches):
-        _seeded(seed + i)
-        for name, (q, qi, k, ki) in pretrain_embeddings(model, batch, norm_stats).items():
+        with _seeded(seed + i):
+            embeddings = pretrain_embeddings(model, batch, norm_stats)
+        for name, (q, qi, k, ki) in embeddings.items():
             per_pair.setdefault(name, []).append(box_retrieval(q, qi, k, ki))
     return {name: combine_retrieval(rs) for name, rs in per_pair.items()}
 
@@ -329,13 +340,13 @@ def map_batches(
     seed: int = 0,
 ) -> list[list[dict]]:
     """Maps ``dataset_dicts`` in order with the pretraining ``mapper`` (torch, numpy and random
-    seeded with ``seed`` first, so a rerun gives the same views) and groups the outputs into
-    batches of ``batch_size`` (the last may be smaller); images the mapper skips (None) are
-    left out."""
+    seeded with ``seed``, so a rerun gives the same views; their states are restored after) and
+    groups the outputs into batches of ``batch_size`` (the last may be smaller); images the
+    mapper skips (None) are left out."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    _seeded(seed)
-    mapped = [m for m in (mapper(dict(d)) for d in dataset_dicts) if m is not None]
+    with _seeded(seed):
+        mapped = [m for m in (mapper(dict(d)) for d in dataset_dicts) if m is not None]
     return [mapped[i : i + batch_size] for i in range(0, len(mapped), batch_size)]
 
 
@@ -832,14 +843,14 @@ def pretrain_diagnostics(
 
     arms: dict[str, nn.Module] = {}
     if checkpoint is not None:
-        _seeded(seed)
-        model = instantiate(cfg.model)
+        with _seeded(seed):
+            model = instantiate(cfg.model)
         state = load_checkpoint(checkpoint)
         model.load_state_dict(state.get("model", state), strict=True)
         arms["pretrained"] = model.to(device)
     if random_control:
-        _seeded(seed)
-        model = instantiate(cfg.model)
+        with _seeded(seed):
+            model = instantiate(cfg.model)
         if control_init:
             state = load_checkpoint(control_init)
             model.load_state_dict(state.get("model", state), strict=False)

@@ -3,6 +3,7 @@ class-agnostic AR of a detector's own boxes, loss curves, and the tool end to en
 
 import json
 import math
+import random
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from d2ext.projects.pretrain_diagnostics import (
     detector_boxes,
     diagnostics_table,
     json_safe,
+    map_batches,
     plot_loss_curves,
     pretrain_embeddings,
     read_metrics,
@@ -108,6 +110,31 @@ def test_pooled_chance_is_batches_over_boxes():
     assert pooled["pos_cos"] == pytest.approx((2 * 0.9 + 4 * 0.3) / 6)
     assert pooled["neg_cos"] == pytest.approx((2 * 0.1 + 12 * 0.2) / 14)  # n (n - 1) pairs
     assert pooled["auc"] == pytest.approx((2 * 1.0 + 12 * 0.5) / 14)
+
+
+def test_map_batches_is_reproducible_and_leaves_the_generators_alone():
+    def mapper(d):
+        if d["skip"]:
+            return None
+        return {"t": torch.rand(1).item(), "n": float(np.random.rand()), "r": random.random()}
+
+    dicts = [{"skip": i == 2} for i in range(5)]
+
+    def seed_all():
+        torch.manual_seed(7)
+        np.random.seed(7)
+        random.seed(7)
+
+    seed_all()
+    expected = (torch.rand(1).item(), float(np.random.rand()), random.random())
+    seed_all()
+    first = map_batches(mapper, dicts, 3, seed=3)
+    assert (torch.rand(1).item(), float(np.random.rand()), random.random()) == expected
+    assert [len(b) for b in first] == [3, 1]  # the skipped image is left out
+    assert map_batches(mapper, dicts, 3, seed=3) == first
+    assert map_batches(mapper, dicts, 3, seed=4) != first
+    with pytest.raises(ValueError, match="batch_size"):
+        map_batches(mapper, dicts, 0)
 
 
 def _tiny_soco():
