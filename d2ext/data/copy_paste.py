@@ -28,9 +28,44 @@ from detectron2.data import DatasetFromList, DatasetMapper, build_detection_trai
 from detectron2.data import detection_utils as utils
 from detectron2.structures import BitMasks, Boxes, Instances
 
-__all__ = ["LSJCopyPasteDatasetMapper", "build_lsj_copy_paste_train_loader", "copy_paste"]
+__all__ = [
+    "LSJCopyPasteDatasetMapper",
+    "build_lsj_copy_paste_train_loader",
+    "copy_paste",
+    "mask_boxes",
+]
 
 logger = logging.getLogger(__name__)
+
+
+def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """Tight boxes of binary masks, the same as detectron2's ``BitMasks.get_bounding_boxes``
+    (and mmdetection's ``BitmapMasks.get_bboxes``): (x_min, y_min, x_max + 1, y_max + 1), zeros
+    for an empty mask; reduces over a uint8 view, much faster on the CPU than ``torch.any``.
+
+    Args:
+        masks: [N, H, W] bool masks.
+
+    Returns:
+        Tensor: [N, 4] float32 boxes.
+    """
+    n, h, w = masks.shape
+    if n == 0:
+        return torch.zeros(0, 4, dtype=torch.float32, device=masks.device)
+    u8 = masks.view(torch.uint8) if masks.dtype == torch.bool else (masks != 0).view(torch.uint8)
+    cols, rows = u8.amax(dim=1), u8.amax(dim=2)  # [N, W], [N, H]
+    x1, y1 = cols.argmax(dim=1), rows.argmax(dim=1)  # the first 1
+    x2, y2 = w - cols.flip(1).argmax(dim=1), h - rows.flip(1).argmax(dim=1)
+    boxes = torch.stack([x1, y1, x2, y2], dim=1).float()
+    return boxes * (cols.amax(dim=1) > 0)[:, None]
+
+
+def _mask_areas(masks: torch.Tensor) -> torch.Tensor:
+    """[N] pixel counts of [N, H, W] bool masks (numpy's count_nonzero on the CPU)."""
+    if masks.device.type == "cpu" and masks.shape[0] > 0:
+        counts = np.count_nonzero(masks.numpy().reshape(masks.shape[0], -1), axis=1)
+        return torch.from_numpy(counts)
+    return masks.flatten(1).sum(dim=1)
 
 
 def _select(instances: Instances, max_num_pasted: int, rng) -> Instances:
@@ -95,12 +130,12 @@ def copy_paste(
     if len(src_instances) == 0:
         return dst_image, dst_instances
     src_masks = src_instances.gt_masks.tensor
-    composed = src_masks.any(dim=0)  # [H, W]
+    composed = src_masks.view(torch.uint8).amax(dim=0).bool()  # [H, W] union (fast any)
     dst_masks = dst_instances.gt_masks.tensor & ~composed
-    new_boxes = BitMasks(dst_masks).get_bounding_boxes().tensor
+    new_boxes = mask_boxes(dst_masks)
     old_boxes = dst_instances.gt_boxes.tensor
     box_visible = ((new_boxes - old_boxes).abs() <= bbox_occluded_thr).all(dim=1)
-    mask_visible = dst_masks.flatten(1).sum(dim=1) > mask_occluded_thr
+    mask_visible = _mask_areas(dst_masks) > mask_occluded_thr
     keep = box_visible | mask_visible
     image = torch.where(composed[None], src_image, dst_image)
     out = Instances(dst_instances.image_size)
@@ -233,11 +268,12 @@ class LSJCopyPasteDatasetMapper(DatasetMapper):
         instances = utils.annotations_to_instances(annos, image_shape, mask_format="bitmask")
         if self.use_instance_mask and not instances.has("gt_masks"):  # no annotation at all
             instances.gt_masks = BitMasks(torch.zeros((0, *image_shape), dtype=torch.bool))
-        instances = instances[instances.gt_boxes.nonempty(threshold=0.0)]  # outside the crop
+        in_crop = instances.gt_boxes.nonempty(threshold=0.0)  # boxes the crop left empty go
         if self.recompute_boxes:
-            instances.gt_boxes = instances.gt_masks.get_bounding_boxes()
-        before = len(instances)
-        instances = instances[instances.gt_boxes.nonempty(threshold=self.min_box_size)]
+            instances.gt_boxes = Boxes(mask_boxes(instances.gt_masks.tensor))
+        large = instances.gt_boxes.nonempty(threshold=self.min_box_size)
+        before = int(in_crop.sum())
+        instances = instances[in_crop & large]
         dataset_dict["instances"] = instances
         dataset_dict["_lsj_all_filtered"] = before > 0 and len(instances) == 0
 

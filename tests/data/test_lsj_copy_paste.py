@@ -13,6 +13,7 @@ from d2ext.data.copy_paste import (
     LSJCopyPasteDatasetMapper,
     build_lsj_copy_paste_train_loader,
     copy_paste,
+    mask_boxes,
 )
 from d2ext.data.transforms import PadToSize, lsj_augmentations, lsj_test_augmentations
 from d2ext.model_zoo import get_config
@@ -38,6 +39,20 @@ def _assert_boxes_are_mask_boxes(inst: Instances):
     masks = inst.gt_masks.tensor
     assert masks.flatten(1).any(1).all(), "an object with an empty mask"
     torch.testing.assert_close(inst.gt_boxes.tensor, inst.gt_masks.get_bounding_boxes().tensor)
+
+
+def test_mask_boxes_equal_detectron2s():
+    g = torch.Generator().manual_seed(0)
+    masks = torch.zeros(6, 17, 23, dtype=torch.bool)
+    masks[0] = torch.rand(17, 23, generator=g) > 0.9
+    masks[1, 3, 5] = True  # one pixel
+    masks[2, 0:17, 22] = True  # the last column
+    masks[3, 16, 0:23] = True  # the last row
+    masks[5, 4:9, 2:20] = torch.rand(5, 18, generator=g) > 0.5  # masks[4] stays empty
+    expected = BitMasks(masks).get_bounding_boxes().tensor
+    torch.testing.assert_close(mask_boxes(masks), expected)
+    torch.testing.assert_close(mask_boxes(masks)[4], torch.zeros(4))
+    assert mask_boxes(torch.zeros(0, 5, 5, dtype=torch.bool)).shape == (0, 4)
 
 
 def test_copy_paste_by_hand():
