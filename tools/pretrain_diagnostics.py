@@ -7,8 +7,8 @@ run's loss curves.
     python tools/pretrain_diagnostics.py --config PRETRAIN_CONFIG --checkpoint model_final.pth \\
         [--random-control] [--control-init INIT.pth] \\
         [--dataset d2ext_demo_unlabeled_large_heldout ...] \\
-        [--proposals DIR [--make-proposals FILTER]] [--reference NAME=CACHE_DIR ...] \\
-        [--gt-dataset d2ext_demo_shapes_val ...] [--num-images N] [--batch-size B] \\
+        [--proposals DIR [--make-proposals FILTER]] [--reference[-continuous] NAME=DIR ...] \\
+        [--gt-dataset d2ext_demo_shapes_val ... | --no-gt] [--num-images N] [--batch-size B] \\
         [--seed 0] [--metrics metrics.json] --out DIR [path.key=value ...]
 
 Batches come from the config's own pretraining mapper on the held-out images (--dataset: any
@@ -28,6 +28,9 @@ import json
 import os
 import sys
 
+DEFAULT_DATASET = "d2ext_demo_unlabeled_large_heldout"
+DEFAULT_GT_DATASET = "d2ext_demo_shapes_val"
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -46,9 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--dataset",
-        nargs="+",
-        default=["d2ext_demo_unlabeled_large_heldout"],
-        help="registered dataset(s) of held-out unlabeled images",
+        action="append",
+        help="registered dataset of held-out unlabeled images (repeat for several; default: "
+        f"{DEFAULT_DATASET})",
     )
     parser.add_argument("--proposals", help="proposal cache of those images (default: config's)")
     parser.add_argument(
@@ -58,17 +61,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--gt-dataset",
-        nargs="*",
-        default=["d2ext_demo_shapes_val"],
-        help="labelled dataset(s) for AR@100 against ground truth (AlignDet; none: skip)",
+        action="append",
+        help="labelled dataset for AR@100 against its ground truth, any class (AlignDet; repeat "
+        f"for several; default: {DEFAULT_GT_DATASET})",
     )
+    parser.add_argument("--no-gt", action="store_true", help="no AR against a labelled dataset")
     parser.add_argument(
         "--reference",
-        nargs="*",
+        action="append",
         default=[],
         metavar="NAME=CACHE_DIR",
-        help="more AR@100 references of the --dataset images: a proposal cache keyed by image id "
-        "(e.g. the held-out split's ground-truth boxes)",
+        help="another AR@100 reference of the --dataset images: a proposal cache keyed by image "
+        "id, read as the mappers read proposals (inclusive-pixel boxes); repeatable",
+    )
+    parser.add_argument(
+        "--reference-continuous",
+        action="append",
+        default=[],
+        metavar="NAME=CACHE_DIR",
+        help="the same for a cache of continuous boxes (x2 = x1 + width: the demo's "
+        "ground-truth caches, d2ext.data.datasets.demo.write_ground_truth_proposals)",
     )
     parser.add_argument("--num-images", type=int, help="first N images of each set")
     parser.add_argument("--batch-size", type=int, help="images per batch (default: config's)")
@@ -93,12 +105,17 @@ def main(argv=None) -> dict:
         raise SystemExit("give --checkpoint, --random-control or both")
     if args.make_proposals and not args.proposals:
         raise SystemExit("--make-proposals needs --proposals DIR")
+    datasets = args.dataset or [DEFAULT_DATASET]
+    gt_datasets = [] if args.no_gt else (args.gt_dataset or [DEFAULT_GT_DATASET])
     references = {}
-    for item in args.reference:
-        name, sep, folder = item.partition("=")
-        if not sep or not name or not folder or name in ("pseudo", "gt"):
-            raise SystemExit(f"--reference takes NAME=CACHE_DIR (NAME not pseudo / gt), got {item}")
-        references[name] = folder
+    for items, inclusive in ((args.reference, True), (args.reference_continuous, False)):
+        for item in items:
+            name, sep, folder = item.partition("=")
+            if not sep or not name or not folder or name in ("pseudo", "gt", *references):
+                raise SystemExit(
+                    f"a reference is NAME=CACHE_DIR with a new NAME (not pseudo / gt), got {item}"
+                )
+            references[name] = (folder, inclusive)
 
     from detectron2.config import LazyConfig
 
@@ -111,25 +128,25 @@ def main(argv=None) -> dict:
     )
     from d2ext.utils.io import atomic_write_bytes
 
-    if any(n.startswith("d2ext_demo") for n in args.dataset + list(args.gt_dataset)):
+    if any(n.startswith("d2ext_demo") for n in datasets + gt_datasets):
         generate_demo_data()
     register_all_datasets()
     cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config), args.opts)
     if args.make_proposals:
         from d2ext.proposals import dataset_items, filter_from_name, generate_proposals
 
-        items = [it for name in args.dataset for it in dataset_items(name)]
+        items = [it for name in datasets for it in dataset_items(name)]
         filt = filter_from_name(args.make_proposals)
         print(generate_proposals(items, args.proposals, filt=filt, workers=1), flush=True)
     try:
         result = pretrain_diagnostics(
             cfg,
             args.checkpoint,
-            datasets=args.dataset,
+            datasets=datasets,
             proposals_dir=args.proposals,
             random_control=args.random_control,
             control_init=args.control_init,
-            gt_datasets=args.gt_dataset,
+            gt_datasets=gt_datasets,
             references=references,
             num_images=args.num_images,
             batch_size=args.batch_size,

@@ -592,11 +592,18 @@ def annotation_boxes(dataset_dict: dict, height: int, width: int) -> np.ndarray:
     return np.asarray(boxes, np.float32).reshape(-1, 4)
 
 
-def proposal_reference(cache_dir: str) -> Callable[[dict, int, int], np.ndarray]:
-    """Reference boxes read from a proposal cache keyed by image id (e.g. a demo split's
-    ground-truth cache, :func:`d2ext.data.datasets.demo.write_ground_truth_proposals`), as the
-    pretraining mappers read proposals: inclusive-pixel XYXY -> continuous XYXY (x2 + 1,
-    y2 + 1), clipped to the image, degenerate boxes dropped.
+def proposal_reference(
+    cache_dir: str, inclusive: bool = True
+) -> Callable[[dict, int, int], np.ndarray]:
+    """Reference boxes read from a proposal cache keyed by image id, clipped to the image,
+    degenerate boxes dropped.
+
+    Args:
+        cache_dir: the cache (:class:`d2ext.proposals.DatasetProposals`).
+        inclusive: the cache holds inclusive-pixel XYXY boxes, as selective search writes them
+            and the pretraining mappers read them (x2 + 1, y2 + 1 give continuous boxes);
+            False: continuous XYXY boxes (x2 = x1 + width), e.g. a demo split's ground truth
+            written by :func:`d2ext.data.datasets.demo.write_ground_truth_proposals`.
 
     Returns:
         a function ``(dataset_dict, height, width) -> [M, 4]`` for :func:`detector_recall`.
@@ -604,9 +611,10 @@ def proposal_reference(cache_dir: str) -> Callable[[dict, int, int], np.ndarray]
     from d2ext.proposals import DatasetProposals
 
     proposals = DatasetProposals(cache_dir=cache_dir, key="image_id")
+    offset = np.array([0, 0, 1, 1] if inclusive else [0, 0, 0, 0], np.float32)
 
     def boxes(dataset_dict: dict, height: int, width: int) -> np.ndarray:
-        b = np.asarray(proposals(dataset_dict), np.float32).reshape(-1, 4) + [0, 0, 1, 1]
+        b = np.asarray(proposals(dataset_dict), np.float32).reshape(-1, 4) + offset
         b[:, 0::2] = b[:, 0::2].clip(0, width)
         b[:, 1::2] = b[:, 1::2].clip(0, height)
         return b[(b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])].astype(np.float32)
@@ -774,7 +782,7 @@ def pretrain_diagnostics(
     random_control: bool = True,
     control_init: str | None = None,
     gt_datasets: Sequence[str] = ("d2ext_demo_shapes_val",),
-    references: dict[str, str] | None = None,
+    references: dict[str, str | tuple[str, bool]] | None = None,
     num_images: int | None = None,
     batch_size: int | None = None,
     seed: int = 0,
@@ -800,8 +808,9 @@ def pretrain_diagnostics(
         gt_datasets: labelled dataset names for AR against their ground truth, any class
             (AlignDet; reference ``"gt"``); empty: none.
         references: more reference box sets of the held-out images for AR (AlignDet): name ->
-            proposal cache (:func:`proposal_reference`), e.g. ``{"gt_heldout": <the held-out
-            split's ground-truth cache>}``.
+            proposal cache folder (inclusive-pixel boxes) or (folder, inclusive)
+            (:func:`proposal_reference`), e.g. ``{"gt_heldout": (<the held-out split's
+            ground-truth cache>, False)}``.
         num_images: use the first ``num_images`` held-out images (and gt images); None: all.
         batch_size: images per batch (None: the config's ``total_batch_size``).
         seed: seeds the views, the samplers and the random control.
@@ -881,13 +890,17 @@ def pretrain_diagnostics(
         result["ar_definition"] = AR_DEFINITION
         result["ar_test_size"] = [short_edge, max_size]
         result["gt_datasets"] = list(gt_datasets)
-        result["references"] = dict(references or {})
+        references = {
+            name: (ref, True) if isinstance(ref, str) else tuple(ref)
+            for name, ref in (references or {}).items()
+        }
+        result["references"] = {n: {"cache": d, "inclusive": i} for n, (d, i) in references.items()}
         result["ar"] = {}
         for arm, m in arms.items():
             kw = {"short_edge": short_edge, "max_size": max_size}
             kw["image_format"] = mapper.image_format
             refs = {"pseudo": mapper.pseudo_boxes}
-            refs |= {name: proposal_reference(d) for name, d in (references or {}).items()}
+            refs |= {name: proposal_reference(d, i) for name, (d, i) in references.items()}
             ar = detector_recall(m.online, dicts, refs, **kw)
             if gt_dicts:
                 ar |= detector_recall(m.online, gt_dicts, {"gt": annotation_boxes}, **kw)

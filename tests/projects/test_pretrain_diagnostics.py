@@ -21,6 +21,7 @@ from d2ext.projects.pretrain_diagnostics import (
     map_batches,
     plot_loss_curves,
     pretrain_embeddings,
+    proposal_reference,
     read_metrics,
     retrieval_diagnostic,
     rpn_boxes,
@@ -421,6 +422,22 @@ def tiny_sets(tmp_path_factory):
     return caches
 
 
+def test_proposal_reference_reads_inclusive_or_continuous_boxes(tiny_sets):
+    from detectron2.data import DatasetCatalog
+
+    from d2ext.data.datasets.demo import split_boxes
+
+    d = DatasetCatalog.get("test_pd_heldout")[1]
+    h, w = d["height"], d["width"]
+    truth = {r["image_id"]: r for r in split_boxes("d2ext_demo_unlabeled_large_heldout")}
+    boxes = truth[d["image_id"]]["boxes"]
+    limits = np.array([w, h, w, h], np.float32)
+    continuous = proposal_reference(tiny_sets["gt_heldout"], inclusive=False)(d, h, w)
+    np.testing.assert_allclose(continuous, np.minimum(boxes, limits))
+    inclusive = proposal_reference(tiny_sets["gt_heldout"])(d, h, w)
+    np.testing.assert_allclose(inclusive, np.minimum(boxes + [0, 0, 1, 1], limits))
+
+
 @pytest.mark.parametrize(
     "method, config, opts",
     [
@@ -463,7 +480,7 @@ def test_tool_pretrained_vs_random_writes_every_key(
         tiny_sets[method],
         "--gt-dataset",
         "test_pd_gt",
-        "--reference",
+        "--reference-continuous",
         f"gt_heldout={tiny_sets['gt_heldout']}",
         "--batch-size",
         "2",
@@ -506,20 +523,17 @@ def test_tool_pretrained_vs_random_writes_every_key(
 
 def test_tool_errors(tmp_path):
     tool = load_tool("pretrain_diagnostics")
+    base = ["--config", SOCO, "--out", str(tmp_path)]
     with pytest.raises(SystemExit, match="--checkpoint, --random-control"):
-        tool.main(["--config", SOCO, "--out", str(tmp_path)])
+        tool.main(base)
     with pytest.raises(SystemExit, match="not registered"):
-        tool.main(
-            [
-                "--config",
-                SOCO,
-                "--random-control",
-                "--dataset",
-                "no_such_set",
-                "--out",
-                str(tmp_path),
-            ]
-        )
+        tool.main([*base, "--random-control", "--dataset", "no_such_set"])
+    for bad in (["--reference", "no_folder"], ["--reference", "gt=x"], ["--reference", "a=x"] * 2):
+        with pytest.raises(SystemExit, match="NAME=CACHE_DIR"):
+            tool.main([*base, "--random-control", *bad])
+    # overrides after the options stay overrides
+    args = tool.build_parser().parse_args([*base, "--dataset", "a", "train.seed=1", "x.y=8"])
+    assert args.dataset == ["a"] and args.opts == ["train.seed=1", "x.y=8"]
 
 
 def test_pretrained_embeddings_of_other_models_are_refused():
