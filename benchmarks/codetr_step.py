@@ -1,15 +1,17 @@
 """Co-Deformable-DETR against its base detector (two-stage Deformable DETR), measured in the
 same run: training step time (forward + backward) and inference time, as ratios (Co / base).
 
-    python benchmarks/codetr_step.py [--scale full|demo] [--size 512] [--batch 2] [--repeats 5]
+    python benchmarks/codetr_step.py [--scale full|demo|codino-full|codino-demo] [--size 512]
+        [--batch 2] [--repeats 5]
 
 ``full`` (default): the R-50 12-epoch COCO configs (6 + 6 layers, 300 queries, ATSS + Faster
 R-CNN auxiliary heads, up to 300 positive queries per head and image); ``demo``: the R-18 demo
-configs. Random weights (timing does not depend on them), random ``--size`` x ``--size`` images
-with 8 random boxes each; the base detector gets the Co-DETR model's own weights minus the
-auxiliary modules. All inference rounds run first, then all training rounds; rounds alternate
-between the two models; each number is the median over ``--repeats`` rounds after one warm-up
-round. Inference: ``model.eval()``, ``torch.no_grad()``,
+configs; ``codino-full`` / ``codino-demo``: Co-DINO against DINO (R-50 5-scale / R-18 demo), the
+DINO model with Co-DINO's test-time selection. Random weights (timing does not depend on them),
+random ``--size`` x ``--size`` images with 8 random boxes each; the base detector gets the
+Co-DETR model's own weights minus the auxiliary modules. All inference rounds run first, then all
+training rounds; rounds alternate between the two models; each number is the median over
+``--repeats`` rounds after one warm-up round. Inference: ``model.eval()``, ``torch.no_grad()``,
 one image at a time. Target (issue #8): inference ratio <= 1.02.
 """
 
@@ -30,6 +32,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {
     "full": ("deformable_detr_R50_12ep_coco.py", "co_deformable_detr_R50_12ep_coco.py"),
     "demo": ("deformable_detr_R18_demo.py", "co_deformable_detr_R18_demo.py"),
+    # Co-DINO against DINO; the DINO model takes Co-DINO's test-time selection (soft-NMS)
+    "codino-full": ("dino_R50_5scale_12ep_coco.py", "co_dino_R50_12ep_coco.py"),
+    "codino-demo": ("dino_R18_demo.py", "co_dino_R18_demo.py"),
 }
 
 
@@ -76,6 +81,9 @@ def main(argv=None):
     co = instantiate(LazyConfig.load(co_file).model)
     base = instantiate(LazyConfig.load(base_file).model)
     base.load_state_dict(strip_auxiliary(co.state_dict()), strict=True)
+    for key in ("soft_nms_iou", "num_preselect", "num_detections"):  # DINO / Co-DINO
+        if hasattr(co, key):
+            setattr(base, key, getattr(co, key))
     gen = torch.Generator().manual_seed(0)
     batch = _batch(args.batch, args.size, co.num_classes, gen)
     models = {"base": base, "co": co}
