@@ -268,3 +268,39 @@ def test_dino_r50_configs_as_the_authors():
     # DINO's content queries are xavier-initialised
     bound = (6 / (900 + 256)) ** 0.5
     assert model.transformer.query_embed.weight.abs().max() <= bound
+
+
+def test_demo_pairs(tmp_path, monkeypatch):
+    import importlib.util
+    import json
+    import os
+
+    from ..helpers import REPO, demo_data_root
+
+    demo_data_root()
+    path = os.path.join(REPO, "projects", "CoDETR", "run_demo.py")
+    spec = importlib.util.spec_from_file_location("codetr_run_demo", path)
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    seen = {}
+
+    def fake_arms(config, arms, out, seeds, iters):
+        seen.update(arms=arms, out=out)
+        ap = {"DINO": 40.0, "Co-DINO": 43.0, "Deformable DETR": 38.0}
+        return [{"init": k, "seed": s, "AP": ap[k], "AP50": 50.0} for s in seeds for k in arms]
+
+    monkeypatch.setattr(demo, "finetune_arms", fake_arms)
+    (tmp_path / "backbone_init.pth").write_bytes(b"")  # made once per folder: reused
+    summary = demo.main(["--pair", "codino", "--out", str(tmp_path), "--seeds", "0", "1"])
+    configs = {label: os.path.basename(arm[2]) for label, arm in seen["arms"].items()}
+    assert configs == {
+        "DINO": "dino_R18_demo.py",
+        "Co-DINO": "co_dino_R18_demo.py",
+        "Deformable DETR": "deformable_detr_R18_demo.py",
+    }
+    assert all(arm[1] == str(tmp_path / "backbone_init.pth") for arm in seen["arms"].values())
+    assert summary["ap_gain"] == 3.0 and summary["dino_vs_deformable_detr_ap"] == 2.0
+    assert json.loads((tmp_path / "summary.json").read_text())["ap_gain"] == 3.0
+    # the default pair and output folders stay as they were
+    assert demo.PAIRS["codetr"][2] == "codetr_demo" and demo.PAIRS["codino"][2] == "codino_demo"
+    assert set(demo.PAIRS["codetr"][0]) == {"Deformable DETR", "Co-DETR"}
