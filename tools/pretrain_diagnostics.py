@@ -61,9 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--gt-dataset",
-        action="append",
-        help="labelled dataset for AR@100 against its ground truth, any class (AlignDet; repeat "
-        f"for several; default: {DEFAULT_GT_DATASET})",
+        action="extend",
+        nargs="*",
+        help="labelled dataset(s) for AR@100 against their ground truth, any class (AlignDet; "
+        f"default: {DEFAULT_GT_DATASET}; the option without a name: none)",
     )
     parser.add_argument("--no-gt", action="store_true", help="no AR against a labelled dataset")
     parser.add_argument(
@@ -72,15 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=CACHE_DIR",
         help="another AR@100 reference of the --dataset images: a proposal cache keyed by image "
-        "id, read as the mappers read proposals (inclusive-pixel boxes); repeatable",
+        "id; its boxes are read as continuous for a ground-truth cache (settings backend "
+        "'ground_truth'), else as inclusive pixels (selective search); repeatable",
     )
     parser.add_argument(
         "--reference-continuous",
         action="append",
         default=[],
         metavar="NAME=CACHE_DIR",
-        help="the same for a cache of continuous boxes (x2 = x1 + width: the demo's "
-        "ground-truth caches, d2ext.data.datasets.demo.write_ground_truth_proposals)",
+        help="the same, read as continuous boxes (x2 = x1 + width) whatever the cache records",
     )
     parser.add_argument("--num-images", type=int, help="first N images of each set")
     parser.add_argument("--batch-size", type=int, help="images per batch (default: config's)")
@@ -106,9 +107,10 @@ def main(argv=None) -> dict:
     if args.make_proposals and not args.proposals:
         raise SystemExit("--make-proposals needs --proposals DIR")
     datasets = args.dataset or [DEFAULT_DATASET]
-    gt_datasets = [] if args.no_gt else (args.gt_dataset or [DEFAULT_GT_DATASET])
+    gt_datasets = args.gt_dataset if args.gt_dataset is not None else [DEFAULT_GT_DATASET]
+    gt_datasets = [] if args.no_gt else gt_datasets
     references = {}
-    for items, inclusive in ((args.reference, True), (args.reference_continuous, False)):
+    for items, inclusive in ((args.reference, None), (args.reference_continuous, False)):
         for item in items:
             name, sep, folder = item.partition("=")
             if not sep or not name or not folder or name in ("pseudo", "gt", *references):

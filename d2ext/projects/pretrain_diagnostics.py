@@ -38,6 +38,7 @@ __all__ = [
     "NORM_STATS",
     "RETRIEVAL_DEFINITION",
     "annotation_boxes",
+    "cache_box_convention",
     "average_recall",
     "box_retrieval",
     "combine_retrieval",
@@ -592,8 +593,27 @@ def annotation_boxes(dataset_dict: dict, height: int, width: int) -> np.ndarray:
     return np.asarray(boxes, np.float32).reshape(-1, 4)
 
 
+def cache_box_convention(cache_dir: str) -> bool:
+    """Whether a proposal cache holds inclusive-pixel boxes: False for a cache whose
+    ``settings.json`` records ``backend: "ground_truth"`` (continuous COCO boxes,
+    :func:`d2ext.data.datasets.demo.write_ground_truth_proposals`), True otherwise (selective
+    search).
+
+    Returns:
+        bool: True for inclusive-pixel XYXY boxes.
+    """
+    from d2ext.proposals.cache import SETTINGS_FILE
+
+    path = os.path.join(cache_dir, SETTINGS_FILE)
+    if not os.path.isfile(path):
+        return True
+    with open(path) as f:
+        settings = json.load(f)
+    return not (isinstance(settings, dict) and settings.get("backend") == "ground_truth")
+
+
 def proposal_reference(
-    cache_dir: str, inclusive: bool = True
+    cache_dir: str, inclusive: bool | None = None
 ) -> Callable[[dict, int, int], np.ndarray]:
     """Reference boxes read from a proposal cache keyed by image id, clipped to the image,
     degenerate boxes dropped.
@@ -603,7 +623,8 @@ def proposal_reference(
         inclusive: the cache holds inclusive-pixel XYXY boxes, as selective search writes them
             and the pretraining mappers read them (x2 + 1, y2 + 1 give continuous boxes);
             False: continuous XYXY boxes (x2 = x1 + width), e.g. a demo split's ground truth
-            written by :func:`d2ext.data.datasets.demo.write_ground_truth_proposals`.
+            written by :func:`d2ext.data.datasets.demo.write_ground_truth_proposals`; None:
+            from the cache's settings (:func:`cache_box_convention`).
 
     Returns:
         a function ``(dataset_dict, height, width) -> [M, 4]`` for :func:`detector_recall`.
@@ -611,6 +632,8 @@ def proposal_reference(
     from d2ext.proposals import DatasetProposals
 
     proposals = DatasetProposals(cache_dir=cache_dir, key="image_id")
+    if inclusive is None:
+        inclusive = cache_box_convention(cache_dir)
     offset = np.array([0, 0, 1, 1] if inclusive else [0, 0, 0, 0], np.float32)
 
     def boxes(dataset_dict: dict, height: int, width: int) -> np.ndarray:
@@ -808,9 +831,9 @@ def pretrain_diagnostics(
         gt_datasets: labelled dataset names for AR against their ground truth, any class
             (AlignDet; reference ``"gt"``); empty: none.
         references: more reference box sets of the held-out images for AR (AlignDet): name ->
-            proposal cache folder (inclusive-pixel boxes) or (folder, inclusive)
-            (:func:`proposal_reference`), e.g. ``{"gt_heldout": (<the held-out split's
-            ground-truth cache>, False)}``.
+            proposal cache folder (box convention from its settings,
+            :func:`cache_box_convention`) or (folder, inclusive) (:func:`proposal_reference`),
+            e.g. ``{"gt_heldout": <the held-out split's ground-truth cache>}``.
         num_images: use the first ``num_images`` held-out images (and gt images); None: all.
         batch_size: images per batch (None: the config's ``total_batch_size``).
         seed: seeds the views, the samplers and the random control.
@@ -891,8 +914,12 @@ def pretrain_diagnostics(
         result["ar_test_size"] = [short_edge, max_size]
         result["gt_datasets"] = list(gt_datasets)
         references = {
-            name: (ref, True) if isinstance(ref, str) else tuple(ref)
+            name: (ref, None) if isinstance(ref, str) else tuple(ref)
             for name, ref in (references or {}).items()
+        }
+        references = {
+            name: (d, cache_box_convention(d) if i is None else bool(i))
+            for name, (d, i) in references.items()
         }
         result["references"] = {n: {"cache": d, "inclusive": i} for n, (d, i) in references.items()}
         result["ar"] = {}

@@ -14,6 +14,7 @@ from detectron2.config import instantiate
 from d2ext.projects.pretrain_diagnostics import (
     average_recall,
     box_retrieval,
+    cache_box_convention,
     combine_retrieval,
     detector_boxes,
     diagnostics_table,
@@ -434,8 +435,12 @@ def test_proposal_reference_reads_inclusive_or_continuous_boxes(tiny_sets):
     limits = np.array([w, h, w, h], np.float32)
     continuous = proposal_reference(tiny_sets["gt_heldout"], inclusive=False)(d, h, w)
     np.testing.assert_allclose(continuous, np.minimum(boxes, limits))
-    inclusive = proposal_reference(tiny_sets["gt_heldout"])(d, h, w)
+    inclusive = proposal_reference(tiny_sets["gt_heldout"], inclusive=True)(d, h, w)
     np.testing.assert_allclose(inclusive, np.minimum(boxes + [0, 0, 1, 1], limits))
+    # by default the cache's settings decide: a ground-truth cache holds continuous boxes
+    assert not cache_box_convention(tiny_sets["gt_heldout"])
+    assert cache_box_convention(tiny_sets["aligndet"])  # selective search: inclusive pixels
+    np.testing.assert_array_equal(proposal_reference(tiny_sets["gt_heldout"])(d, h, w), continuous)
 
 
 @pytest.mark.parametrize(
@@ -480,7 +485,7 @@ def test_tool_pretrained_vs_random_writes_every_key(
         tiny_sets[method],
         "--gt-dataset",
         "test_pd_gt",
-        "--reference-continuous",
+        "--reference",
         f"gt_heldout={tiny_sets['gt_heldout']}",
         "--batch-size",
         "2",
@@ -504,6 +509,7 @@ def test_tool_pretrained_vs_random_writes_every_key(
     if method == "aligndet":
         for arm in ("pretrained", "random"):
             assert set(result["ar"][arm]) == {"pseudo", "gt", "gt_heldout"}
+            assert result["references"]["gt_heldout"]["inclusive"] is False  # from its settings
             # 1-3 objects per held-out image
             assert 4 <= result["ar"][arm]["gt_heldout"]["rpn"]["num_gt"] <= 12
             for ref in ("pseudo", "gt", "gt_heldout"):
@@ -534,6 +540,9 @@ def test_tool_errors(tmp_path):
     # overrides after the options stay overrides
     args = tool.build_parser().parse_args([*base, "--dataset", "a", "train.seed=1", "x.y=8"])
     assert args.dataset == ["a"] and args.opts == ["train.seed=1", "x.y=8"]
+    # --gt-dataset without a name: no labelled set (the SoCo demo's call)
+    assert tool.build_parser().parse_args([*base, "--gt-dataset"]).gt_dataset == []
+    assert tool.build_parser().parse_args(base).gt_dataset is None  # the default set
 
 
 def test_pretrained_embeddings_of_other_models_are_refused():
