@@ -594,29 +594,24 @@ def annotation_boxes(dataset_dict: dict, height: int, width: int) -> np.ndarray:
 
 
 def cache_box_convention(cache_dir: str) -> bool:
-    """Whether a proposal cache holds inclusive-pixel boxes: False for a cache whose
-    ``settings.json`` records ``backend: "ground_truth"`` (continuous COCO boxes,
-    :func:`d2ext.data.datasets.demo.write_ground_truth_proposals`), True otherwise (selective
+    """Whether a proposal cache holds inclusive-pixel boxes, as its ``settings.json`` records
+    (:func:`d2ext.proposals.read_box_convention`: continuous for a ground-truth cache,
+    :func:`d2ext.data.datasets.demo.write_ground_truth_proposals`; inclusive for selective
     search).
 
     Returns:
         bool: True for inclusive-pixel XYXY boxes.
     """
-    from d2ext.proposals.cache import SETTINGS_FILE
+    from d2ext.proposals import read_box_convention
 
-    path = os.path.join(cache_dir, SETTINGS_FILE)
-    if not os.path.isfile(path):
-        return True
-    with open(path) as f:
-        settings = json.load(f)
-    return not (isinstance(settings, dict) and settings.get("backend") == "ground_truth")
+    return read_box_convention(cache_dir) == "inclusive"
 
 
 def proposal_reference(
     cache_dir: str, inclusive: bool | None = None
 ) -> Callable[[dict, int, int], np.ndarray]:
-    """Reference boxes read from a proposal cache keyed by image id, clipped to the image,
-    degenerate boxes dropped.
+    """Reference boxes read from a proposal cache keyed by image id, as continuous boxes
+    (:class:`d2ext.proposals.DatasetProposals`), clipped to the image, degenerate boxes dropped.
 
     Args:
         cache_dir: the cache (:class:`d2ext.proposals.DatasetProposals`).
@@ -631,13 +626,13 @@ def proposal_reference(
     """
     from d2ext.proposals import DatasetProposals
 
-    proposals = DatasetProposals(cache_dir=cache_dir, key="image_id")
-    if inclusive is None:
-        inclusive = cache_box_convention(cache_dir)
-    offset = np.array([0, 0, 1, 1] if inclusive else [0, 0, 0, 0], np.float32)
+    stored = None if inclusive is None else ("inclusive" if inclusive else "continuous")
+    proposals = DatasetProposals(
+        cache_dir=cache_dir, key="image_id", convention="continuous", cache_convention=stored
+    )
 
     def boxes(dataset_dict: dict, height: int, width: int) -> np.ndarray:
-        b = np.asarray(proposals(dataset_dict), np.float32).reshape(-1, 4) + offset
+        b = np.asarray(proposals(dataset_dict), np.float32).reshape(-1, 4)
         b[:, 0::2] = b[:, 0::2].clip(0, width)
         b[:, 1::2] = b[:, 1::2].clip(0, height)
         return b[(b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])].astype(np.float32)

@@ -9,11 +9,15 @@ from .backends import (
     selective_search_reference,
 )
 from .cache import (
+    BOX_CONVENTIONS,
     CacheLockedError,
     CacheSettingsError,
     DuplicateKeyError,
     ProposalCache,
     ProposalWriter,
+    box_convention,
+    convert_box_convention,
+    read_box_convention,
 )
 from .convert import DatasetProposals, cache_to_coco, cache_to_soco, coco_to_cache, soco_to_cache
 from .filters import ALIGNDET_FILTER, FILTERS, SOCO_FILTER, ProposalFilter, filter_from_name
@@ -29,6 +33,10 @@ from .generate import (
 __all__ = [
     "ALIGNDET_FILTER",
     "BACKENDS",
+    "BOX_CONVENTIONS",
+    "box_convention",
+    "convert_box_convention",
+    "read_box_convention",
     "CacheLockedError",
     "CacheSettingsError",
     "DuplicateKeyError",

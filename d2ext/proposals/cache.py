@@ -16,6 +16,11 @@ rerun skips the keys they hold. No pickle anywhere: the arrays are plain ``.npy`
 with ``mmap_mode="r"``, and a reader finds an image's boxes in O(1) through a dict from key to
 (chunk, row).
 
+The boxes are inclusive pixels (x2 is the last pixel, as selective search reports them) unless
+``settings.json`` records ``box_convention: "continuous"`` (x2 = x1 + width: ground-truth
+boxes); :func:`box_convention` reads the record, and
+:class:`d2ext.proposals.DatasetProposals` gives every reader the convention it asks for.
+
 A key is stored with boxes at most once in a cache: the writer refuses a key it already holds,
 and the reader refuses a cache holding one twice. A key recorded as failed may be written
 again (a retry); the latest record of a key wins. One process at a time writes a shard: the
@@ -37,11 +42,15 @@ import numpy as np
 from d2ext.utils.io import atomic_write_bytes
 
 __all__ = [
+    "BOX_CONVENTIONS",
     "CacheLockedError",
     "CacheSettingsError",
     "DuplicateKeyError",
     "ProposalCache",
     "ProposalWriter",
+    "box_convention",
+    "convert_box_convention",
+    "read_box_convention",
     "read_cache_keys",
     "shard_dirname",
 ]
@@ -54,6 +63,10 @@ _LOCK = ".lock"
 _TMP_PREFIX = ".tmp-chunk-"
 SETTINGS_FILE = "settings.json"
 _HOST = socket.gethostname().replace(" ", "_") or "localhost"
+# how a cache's XYXY boxes end: "inclusive" (x2 = the last pixel; selective search, the default)
+# or "continuous" (x2 = x1 + width; COCO boxes), recorded as settings["box_convention"]
+BOX_CONVENTIONS = ("inclusive", "continuous")
+_CONVENTION_KEY = "box_convention"
 
 
 class DuplicateKeyError(ValueError):
@@ -66,6 +79,59 @@ class CacheSettingsError(ValueError):
 
 class CacheLockedError(RuntimeError):
     """A shard that another live process is writing."""
+
+
+def box_convention(settings: dict | None) -> str:
+    """The box convention of a cache with these recorded settings.
+
+    Args:
+        settings: a cache's ``settings.json`` (None: a cache without one).
+
+    Returns:
+        str: ``settings["box_convention"]`` when recorded; "continuous" for a cache of
+        ``backend: "ground_truth"`` recorded without it (the demo's ground-truth caches written
+        before the key); else "inclusive" (selective search, converters).
+
+    Raises:
+        CacheSettingsError: the record names another convention than :data:`BOX_CONVENTIONS`.
+    """
+    if not isinstance(settings, dict):
+        return "inclusive"
+    if _CONVENTION_KEY in settings:
+        recorded = settings[_CONVENTION_KEY]
+        if recorded not in BOX_CONVENTIONS:
+            raise CacheSettingsError(f"box_convention {recorded!r} is not one of {BOX_CONVENTIONS}")
+        return recorded
+    return "continuous" if settings.get("backend") == "ground_truth" else "inclusive"
+
+
+def read_box_convention(root: str) -> str:
+    """:func:`box_convention` of the cache at ``root`` (from its ``settings.json`` alone)."""
+    path = os.path.join(root, SETTINGS_FILE)
+    if not os.path.isfile(path):
+        return "inclusive"
+    with open(path) as f:
+        return box_convention(json.load(f))
+
+
+def convert_box_convention(boxes: np.ndarray, src: str, dst: str) -> np.ndarray:
+    """XYXY boxes from one convention to another: continuous = inclusive + (0, 0, 1, 1).
+
+    Args:
+        boxes: float [N, 4] XYXY boxes.
+        src, dst: conventions of :data:`BOX_CONVENTIONS`.
+
+    Returns:
+        np.ndarray: float32 [N, 4] (a new array).
+    """
+    for c in (src, dst):
+        if c not in BOX_CONVENTIONS:
+            raise ValueError(f"box convention {c!r} is not one of {BOX_CONVENTIONS}")
+    boxes = np.array(boxes, dtype=np.float32).reshape(-1, 4)
+    if src != dst:
+        sign = 1 if dst == "continuous" else -1
+        boxes += np.array([0, 0, sign, sign], np.float32)
+    return boxes
 
 
 def shard_dirname(shard: int, num_shards: int) -> str:
@@ -334,6 +400,7 @@ class ProposalWriter:
         self.chunk_size = chunk_size
         os.makedirs(root, exist_ok=True)
         if settings is not None:
+            box_convention(settings)  # a recorded convention must be a known one
             _check_settings(root, settings, overwrite)
         os.makedirs(self.dir, exist_ok=True)
         self._lock = _ShardLock(self.dir)
@@ -455,7 +522,8 @@ class ProposalCache:
 
     ``cache[key]`` -> float32 [N, 4] XYXY boxes (a copy); ``cache.size(key)`` -> (H, W);
     ``cache.failed`` / ``cache.empty`` -> {key: reason}; ``cache.settings`` -> the recorded
-    backend, filter and parameters (None for a cache written without them).
+    backend, filter and parameters (None for a cache written without them);
+    ``cache.box_convention`` -> how its boxes end (:func:`box_convention`).
 
     Raises:
         FileNotFoundError: no folder at ``root``.
@@ -475,6 +543,7 @@ class ProposalCache:
         if os.path.exists(settings_path):
             with open(settings_path) as f:
                 self.settings = json.load(f)
+        self.box_convention = box_convention(self.settings)
         chunk_names = []
         for shard_dir in _shard_dirs(root):
             for chunk in _chunk_dirs(shard_dir):

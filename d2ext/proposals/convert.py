@@ -13,7 +13,7 @@ from PIL import Image
 
 from d2ext.utils.io import atomic_write_bytes
 
-from .cache import ProposalCache, ProposalWriter
+from .cache import BOX_CONVENTIONS, ProposalCache, ProposalWriter, convert_box_convention
 
 __all__ = [
     "DatasetProposals",
@@ -116,14 +116,32 @@ class DatasetProposals:
             ``image_root``, caches made with ``--images``).
         image_root: for ``key="file_name"``: the folder given to ``--images``, or for a glob
             the deepest folder holding every match (None: keys are file names).
+        convention: the box convention of the boxes returned: "inclusive" (x2 = the last
+            pixel: what the SoCo and AlignDet mappers read), "continuous" (x2 = x1 + width),
+            or None (as the cache stores them).
+        cache_convention: the convention the cache's boxes are in; None: the one its
+            ``settings.json`` records (:func:`d2ext.proposals.cache.box_convention`:
+            inclusive for selective search, continuous for a ground-truth cache).
     """
 
-    def __init__(self, cache_dir: str, key: str = "image_id", image_root: str | None = None):
+    def __init__(
+        self,
+        cache_dir: str,
+        key: str = "image_id",
+        image_root: str | None = None,
+        convention: str | None = "inclusive",
+        cache_convention: str | None = None,
+    ):
         if key not in ("image_id", "file_name"):
             raise ValueError(f"key must be 'image_id' or 'file_name', got {key!r}")
+        for name, value in (("convention", convention), ("cache_convention", cache_convention)):
+            if value is not None and value not in BOX_CONVENTIONS:
+                raise ValueError(f"{name} must be one of {BOX_CONVENTIONS} or None, got {value!r}")
         self.cache = ProposalCache(cache_dir)
         self.key = key
         self.image_root = image_root
+        self.cache_convention = cache_convention or self.cache.box_convention
+        self.convention = convention or self.cache_convention
 
     def key_of(self, dataset_dict: dict) -> str:
         """
@@ -140,7 +158,8 @@ class DatasetProposals:
         return os.path.relpath(name, self.image_root) if self.image_root else os.path.basename(name)
 
     def __call__(self, dataset_dict: dict) -> np.ndarray:
-        """float32 [N, 4] XYXY boxes in the image's absolute pixels (N may be 0).
+        """float32 [N, 4] XYXY boxes in the image's absolute pixels (N may be 0), in
+        ``convention``.
 
         Raises:
             KeyError: the image has no entry (never processed, or failed, with the reason).
@@ -155,4 +174,4 @@ class DatasetProposals:
                 f"image {key}: proposals were made at {size[0]}x{size[1]}, the dataset says "
                 f"{expected[0]}x{expected[1]}"
             )
-        return boxes
+        return convert_box_convention(boxes, self.cache_convention, self.convention)

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from d2ext.data.datasets.demo import (
     SHAPES_CLASSES,
@@ -91,28 +92,51 @@ def test_registered_10pct_split_is_a_fixed_subset_with_every_class():
 # ---- the oracle's proposal cache ----------------------------------------------------------
 
 
-def test_ground_truth_cache_equals_the_boxes_and_feeds_the_pretraining_mapper(tmp_path):
-    from detectron2.config import LazyConfig, instantiate
-
+@pytest.fixture(scope="module")
+def gt_pool(tmp_path_factory):
+    """A 4-image unlabeled pool of the large-object kind, its dataset dicts, their
+    ground-truth boxes (continuous XYXY from the json's XYWH) and its oracle cache."""
     from d2ext.data.datasets import _load_split
-    from d2ext.proposals import DatasetProposals, ProposalCache
 
-    root = str(tmp_path / "data")
+    tmp = tmp_path_factory.mktemp("gt_pool")
+    root = str(tmp / "data")
     pool = dataclasses.replace(get_split("d2ext_demo_unlabeled_large"), num_images=4)
     _generate_split(root, pool, _photos())
     coco = json.load(open(_json_path(root, pool)))
-    cache_dir = str(tmp_path / "gt")
-    assert write_ground_truth_proposals(pool, cache_dir, root) == 4
-    assert write_ground_truth_proposals(pool, cache_dir, root) == 0  # resumed: nothing new
-    cache = ProposalCache(cache_dir)
-    assert cache.settings["backend"] == "ground_truth" and len(cache) == 4
-    reader = DatasetProposals(cache_dir, key="image_id")
-    dicts = _load_split(root, pool)
-    for d in dicts:
+    truth = {}
+    for d in _load_split(root, pool):
         anns = [a for a in coco["annotations"] if a["image_id"] == d["image_id"]]
         xywh = np.array([a["bbox"] for a in anns], dtype=np.float32)
-        expected = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
-        np.testing.assert_array_equal(reader(d), expected)
+        truth[d["image_id"]] = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+    cache_dir = str(tmp / "gt")
+    written = [write_ground_truth_proposals(pool, cache_dir, root) for _ in range(2)]
+    return {
+        "pool": pool,
+        "root": root,
+        "dicts": _load_split(root, pool),
+        "truth": truth,
+        "cache": cache_dir,
+        "written": written,
+    }
+
+
+def test_ground_truth_cache_equals_the_boxes_and_feeds_the_pretraining_mapper(gt_pool):
+    from detectron2.config import LazyConfig, instantiate
+
+    from d2ext.proposals import DatasetProposals, ProposalCache
+
+    cache_dir, dicts = gt_pool["cache"], gt_pool["dicts"]
+    assert gt_pool["written"] == [4, 0]  # resumed: nothing new
+    cache = ProposalCache(cache_dir)
+    assert cache.settings["backend"] == "ground_truth" and len(cache) == 4
+    assert cache.box_convention == "continuous"  # recorded in its settings
+    stored = DatasetProposals(cache_dir, key="image_id", convention=None)
+    reader = DatasetProposals(cache_dir, key="image_id")  # what the pretraining mappers read
+    for d in dicts:
+        expected = gt_pool["truth"][d["image_id"]]
+        np.testing.assert_array_equal(stored(d), expected)
+        # in the mappers' convention: inclusive pixels, x2 = the last pixel
+        np.testing.assert_array_equal(reader(d), expected - np.float32([0, 0, 1, 1]))
         assert cache.size(str(d["image_id"])) == (d["height"], d["width"])
     # the SoCo demo pretraining's own mapper reads it: every view's boxes come from them
     cfg = LazyConfig.load(soco_demo.PRETRAIN)
@@ -131,6 +155,71 @@ def test_ground_truth_cache_equals_the_boxes_and_feeds_the_pretraining_mapper(tm
 
     with pytest.raises(CacheSettingsError):
         ProposalWriter(cache_dir, settings={"format": 1, "backend": "d2ext"})
+
+
+def test_pretraining_mappers_get_exactly_the_ground_truth_boxes_of_an_oracle_cache(gt_pool):
+    """The boxes the SoCo and AlignDet demo mappers make from the oracle's cache, before any
+    jitter or augmentation, are the ground-truth boxes (not 1 px larger)."""
+    from detectron2.config import LazyConfig, instantiate
+
+    cache_dir, dicts, truth = gt_pool["cache"], gt_pool["dicts"], gt_pool["truth"]
+    cfg = LazyConfig.load(soco_demo.PRETRAIN)
+    m = cfg.dataloader.train.mapper
+    m.proposals.cache_dir = cache_dir
+    m.jitter_prob, m.flip_prob, m.colour_augmentation, m.cutout_prob = 0.0, 0.0, False, 0.0
+    soco = instantiate(m)
+    pre = os.path.join(aligndet_demo.CONFIGS, aligndet_demo.DETECTORS["faster_rcnn"][0])
+    cfg = LazyConfig.load(pre)
+    m = cfg.dataloader.train.mapper
+    m.proposals.cache_dir = cache_dir
+    m.augmentations, m.nms_iou = [], None
+    aligndet = instantiate(m)
+    for d in dicts:
+        gt = truth[d["image_id"]]
+        h, w = d["height"], d["width"]
+        assert (gt[:, 2] <= w).all() and (gt[:, 3] <= h).all()
+        # SoCo: the image's boxes (inclusive pixels, its convention), and V1's output boxes
+        # (the whole image resized to the view, continuous)
+        inclusive = soco._proposals(dict(d), h, w)
+        np.testing.assert_array_equal(inclusive + [0, 0, 1, 1], gt)
+        torch.manual_seed(0)
+        out = soco(dict(d))
+        size = soco.sizes[0]
+        scale = np.float32([size / w, size / h, size / w, size / h])
+        for lst in (0, 2):  # V1's boxes of the (V1, V2) and (V1, V3) pairs
+            boxes, ids = out["boxes"][lst].numpy(), out["ids"][lst].numpy()
+            np.testing.assert_allclose(boxes, gt[ids - 1] * scale, rtol=0, atol=1e-4)
+        # AlignDet: the pseudo boxes, and both views' boxes without augmentation
+        np.testing.assert_array_equal(aligndet.pseudo_boxes(dict(d), h, w), gt)
+        out = aligndet(dict(d))
+        for view in out["views"]:
+            inst = view["instances"]
+            np.testing.assert_array_equal(inst.gt_boxes.tensor.numpy(), gt[inst.gt_ids.numpy()])
+            assert len(inst) == len(gt)
+
+
+def test_ground_truth_cache_without_a_recorded_convention_is_read_and_rewritten(tmp_path, gt_pool):
+    """A ground-truth cache written before the box convention was recorded is read as
+    continuous boxes, and the writer rewrites it with the record."""
+    import shutil
+
+    from d2ext.proposals import DatasetProposals, ProposalCache
+    from d2ext.proposals.cache import SETTINGS_FILE
+
+    old = str(tmp_path / "old")
+    shutil.copytree(gt_pool["cache"], old)
+    with open(os.path.join(old, SETTINGS_FILE)) as f:
+        settings = json.load(f)
+    del settings["box_convention"]
+    with open(os.path.join(old, SETTINGS_FILE), "w") as f:
+        json.dump(settings, f)
+    d = gt_pool["dicts"][0]
+    gt = gt_pool["truth"][d["image_id"]]
+    assert ProposalCache(old).box_convention == "continuous"
+    np.testing.assert_array_equal(DatasetProposals(old)(d), gt - np.float32([0, 0, 1, 1]))
+    assert write_ground_truth_proposals(gt_pool["pool"], old, gt_pool["root"]) == 4
+    assert ProposalCache(old).settings["box_convention"] == "continuous"
+    np.testing.assert_array_equal(DatasetProposals(old, convention="continuous")(d), gt)
 
 
 # ---- the plans ------------------------------------------------------------------------------

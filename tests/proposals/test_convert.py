@@ -80,3 +80,50 @@ def test_dataset_api(tmp_path):
         props({"image_id": 99})
     by_name = DatasetProposals(str(tmp_path / "c"), key="file_name", image_root="/data")
     np.testing.assert_array_equal(by_name({"file_name": "/data/5"}), expected["5"])
+
+
+def test_dataset_proposals_give_the_convention_asked_for(tmp_path):
+    """A cache records its box convention (default inclusive pixels); DatasetProposals gives
+    each reader the one it asks for, converting from the recorded one."""
+    from d2ext.proposals import CacheSettingsError, read_box_convention
+
+    boxes = np.array([[2.0, 3.0, 10.5, 20.0], [0.0, 0.0, 1.0, 1.0]], np.float32)
+    one = np.float32([0, 0, 1, 1])
+    d = {"image_id": 1, "height": 30, "width": 40}
+    caches = {}
+    for name, settings in (
+        ("selective_search", {"backend": "d2ext"}),
+        ("no_record", None),
+        ("continuous", {"backend": "ground_truth", "box_convention": "continuous"}),
+        ("legacy_gt", {"backend": "ground_truth"}),  # before the convention was recorded
+    ):
+        caches[name] = str(tmp_path / name)
+        with ProposalWriter(caches[name], settings=settings) as writer:
+            writer.add("1", (30, 40), boxes)
+    for name, stored in (
+        ("selective_search", "inclusive"),
+        ("no_record", "inclusive"),
+        ("continuous", "continuous"),
+        ("legacy_gt", "continuous"),
+    ):
+        assert read_box_convention(caches[name]) == stored
+        assert ProposalCache(caches[name]).box_convention == stored
+        np.testing.assert_array_equal(DatasetProposals(caches[name], convention=None)(d), boxes)
+        inclusive = DatasetProposals(caches[name])(d)  # the default: the mappers' convention
+        continuous = DatasetProposals(caches[name], convention="continuous")(d)
+        if stored == "inclusive":
+            np.testing.assert_array_equal(inclusive, boxes)
+            np.testing.assert_array_equal(continuous, boxes + one)
+        else:
+            np.testing.assert_array_equal(inclusive, boxes - one)
+            np.testing.assert_array_equal(continuous, boxes)
+    # a caller may override a cache's record (a converter's cache of continuous boxes)
+    forced = DatasetProposals(caches["no_record"], cache_convention="continuous")
+    np.testing.assert_array_equal(forced(d), boxes - one)
+    # the selective-search cache's settings check is unchanged
+    with pytest.raises(CacheSettingsError):
+        ProposalWriter(caches["selective_search"], settings={"backend": "ground_truth"})
+    with pytest.raises(CacheSettingsError, match="box_convention"):
+        ProposalWriter(str(tmp_path / "bad"), settings={"box_convention": "half-open"})
+    with pytest.raises(ValueError, match="convention"):
+        DatasetProposals(caches["continuous"], convention="pixels")

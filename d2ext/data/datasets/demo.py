@@ -464,23 +464,34 @@ def write_ground_truth_proposals(
 ) -> int:
     """Writes a demo split's ground-truth boxes, class-agnostic, as a proposal cache that
     :class:`d2ext.proposals.DatasetProposals` reads (keys: image ids): the oracle's proposals
-    for the pretraining demos. Resumable: images already in the cache are kept.
+    for the pretraining demos. The boxes are stored as they are (continuous XYXY, x2 = x1 +
+    width) and the cache records ``box_convention: "continuous"``, so the pretraining mappers,
+    which read inclusive-pixel boxes through ``DatasetProposals``, get exactly these boxes.
+    Resumable: images already in the cache are kept.
 
     Args:
         name: the split's registered name (or its :class:`Split`).
         cache_dir: the cache folder; its ``settings.json`` records ``backend:
-            "ground_truth"`` and the split, so a cache of other proposals there is refused.
+            "ground_truth"``, the split and the box convention, so a cache of other proposals
+            there is refused. A ground-truth cache of the split recorded without the box
+            convention (written by an earlier d2ext, the same boxes) is rewritten.
         root: the demo data folder (None: :func:`demo_root`).
 
     Returns:
         int: the number of images written in this call.
     """
     from d2ext.proposals import ProposalWriter
+    from d2ext.proposals.cache import SETTINGS_FILE
 
     split = name if isinstance(name, Split) else get_split(name)
-    settings = {"format": 1, "backend": "ground_truth", "dataset": split.name, "filter": None}
+    legacy = {"format": 1, "backend": "ground_truth", "dataset": split.name, "filter": None}
+    settings = dict(legacy, box_convention="continuous")
+    recorded = None
+    if os.path.isfile(os.path.join(cache_dir, SETTINGS_FILE)):
+        with open(os.path.join(cache_dir, SETTINGS_FILE)) as f:
+            recorded = json.load(f)
     written = 0
-    with ProposalWriter(cache_dir, settings=settings) as writer:
+    with ProposalWriter(cache_dir, settings=settings, overwrite=recorded == legacy) as writer:
         done = writer.done_keys()
         for rec in split_boxes(split, root):
             if str(rec["image_id"]) not in done:
