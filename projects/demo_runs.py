@@ -336,14 +336,37 @@ def low_label_summary(rows: list[dict], pretrained, control: str) -> dict:
     return out
 
 
-def diagnostics_step(config: str, pretrain_dir: str, out: str, args=()) -> Step:
+def diagnostics_step(
+    config: str, pretrain_dir: str, out: str, args=(), config_overrides=()
+) -> Step:
     """The step that runs ``tools/pretrain_diagnostics.py`` on a pretraining's
-    ``model_final.pth`` with its random control into ``out`` (extra command-line ``args``)."""
+    ``model_final.pth`` with its random control into ``out``.
+
+    Args:
+        config: the pretraining LazyConfig.
+        pretrain_dir: the pretraining's output folder.
+        out: the diagnostics' folder.
+        args: extra command-line options of the tool.
+        config_overrides: the pretraining's ``path.key=value`` overrides of ``config`` (its
+            pool, its proposal cache), given to the tool last, as its config overrides, so it
+            measures the config as pretrained (e.g. which held-out images the pretraining saw).
+
+    Returns:
+        Step: ``overrides`` holds the tool's arguments after ``--config``.
+    """
     return Step(
         "diagnostics",
         out,
         config,
-        ("--checkpoint", os.path.join(pretrain_dir, "model_final.pth"), "--random-control", *args),
+        (
+            "--checkpoint",
+            os.path.join(pretrain_dir, "model_final.pth"),
+            "--random-control",
+            *args,
+            "--out",
+            out,
+            *config_overrides,
+        ),
         init=pretrain_dir,
     )
 
@@ -364,7 +387,6 @@ def run_diagnostics(step: Step) -> None:
         )
         return
     cmd = [sys.executable, DIAGNOSTICS_TOOL, "--config", step.config, *step.overrides]
-    cmd += ["--out", step.out]
     print("+", " ".join(cmd), flush=True)
     failed = os.path.join(step.out, _DIAGNOSTICS_FAILED)
     result = subprocess.run(cmd, cwd=REPO)

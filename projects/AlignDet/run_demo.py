@@ -190,6 +190,7 @@ def build_plan(args, proposals_root: str) -> list[Step]:
     # 6. diagnostics of the pretraining against its backbone-only start
     if "aligndet" in args.arms and not args.no_diagnostics:
         name = tags[ARMS["aligndet"]]
+        (pre,) = [s for s in steps if s.kind == "pretrain" and s.arm == ARMS["aligndet"]]
         held = HELDOUT.removeprefix("d2ext_demo_")
         held_gt = os.path.join(proposals_root, f"gt_{held}")
         steps.append(Step("box_cache", held_gt, dataset=HELDOUT, arm="ground truth"))
@@ -210,6 +211,7 @@ def build_plan(args, proposals_root: str) -> list[Step]:
                     "--reference",
                     f"heldout_gt={held_gt}",
                 ),
+                pre.overrides,  # the pretraining's pool, proposal cache and start
             )
         )
     return steps

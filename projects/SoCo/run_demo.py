@@ -162,6 +162,7 @@ def build_plan(args, proposals_root: str) -> list[Step]:
     )
     if "soco" in args.arms and not args.no_diagnostics:
         name = tags[ARMS["soco"]]
+        (pre,) = [s for s in steps if s.kind == "pretrain" and s.arm == "SoCo"]
         steps.append(
             diagnostics_step(
                 PRETRAIN,
@@ -176,6 +177,7 @@ def build_plan(args, proposals_root: str) -> list[Step]:
                     SOCO_FILTER_NAME,
                     "--gt-dataset",
                 ),
+                pre.overrides,  # the pretraining's pool and proposal cache
             )
         )
     return steps

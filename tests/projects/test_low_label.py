@@ -22,7 +22,7 @@ from d2ext.data.datasets.demo import (
     write_ground_truth_proposals,
 )
 
-from ..helpers import REPO, demo_data_root
+from ..helpers import REPO, demo_data_root, load_tool
 
 sys.path.insert(0, os.path.join(REPO, "projects"))
 import demo_runs  # noqa: E402
@@ -236,6 +236,20 @@ def _override(step, key):
     return values[0] if values else None
 
 
+def _diagnostics_args(step):
+    """The diagnostics tool's parsed arguments for a plan's diagnostics step, as
+    :func:`demo_runs.run_diagnostics` calls it."""
+    tool = load_tool("pretrain_diagnostics")
+    return tool.build_parser().parse_args(["--config", step.config, *step.overrides])
+
+
+def _tool_config(args):
+    """The config the diagnostics tool builds from its arguments."""
+    from detectron2.config import LazyConfig
+
+    return LazyConfig.apply_overrides(LazyConfig.load(args.config), args.opts)
+
+
 def _check_low_label(steps, arms, seeds, iters):
     finetunes = [s for s in steps if s.kind == "finetune"]
     keys = [(s.arm, s.split, s.seed) for s in finetunes]
@@ -293,6 +307,13 @@ def test_soco_default_plan(tmp_path):
     assert steps[-1] is diag and diag.init == pretrains["SoCo"].out
     assert "--random-control" in diag.overrides
     assert soco_demo.HELDOUT in diag.overrides
+    # the tool gets the pretraining's config as pretrained: its overrides, last
+    args = _diagnostics_args(diag)
+    assert args.opts == list(pretrains["SoCo"].overrides) and args.out == diag.out
+    cfg = _tool_config(args)
+    assert cfg.dataloader.train.dataset.names == "d2ext_demo_unlabeled_large"
+    assert cfg.dataloader.train.mapper.proposals.cache_dir == proposals.out
+    assert args.dataset == [soco_demo.HELDOUT] and args.gt_dataset == []
 
 
 def test_soco_plan_keeps_the_earlier_demo_folders_only_for_its_settings(tmp_path):
@@ -360,6 +381,22 @@ def test_aligndet_default_plan(tmp_path):
     assert diag.kind == "diagnostics" and "--control-init" in diag.overrides
     assert f"heldout_gt={held_gt.out}" in diag.overrides  # AR@100 against its ground truth
     assert diag.init == pretrains["AlignDet"].out
+    # the tool gets the pretraining's config as pretrained: its overrides, last
+    args = _diagnostics_args(diag)
+    assert args.opts == list(pretrains["AlignDet"].overrides) and args.out == diag.out
+    assert args.reference == [f"heldout_gt={held_gt.out}"]
+    cfg = _tool_config(args)
+    assert cfg.dataloader.train.dataset.names == "d2ext_demo_unlabeled"
+    assert cfg.dataloader.train.mapper.proposals.cache_dir == _override(
+        pretrains["AlignDet"], "dataloader.train.mapper.proposals.cache_dir"
+    )
+    # another pool: the tool compares the held-out images with that one
+    args = aligndet_demo.resolve(
+        aligndet_demo.build_parser().parse_args(["--out", str(tmp_path), "--pool", "large"])
+    )
+    (diag,) = [s for s in aligndet_demo.build_plan(args, "p") if s.kind == "diagnostics"]
+    cfg = _tool_config(_diagnostics_args(diag))
+    assert cfg.dataloader.train.dataset.names == "d2ext_demo_unlabeled_large"
     # the earlier demo's fine-tuning folders for its settings (100 %, the config's 300)
     args = aligndet_demo.resolve(
         aligndet_demo.build_parser().parse_args(
