@@ -10,6 +10,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import Boxes, Instances
 from torchvision.ops import box_convert
 
+from d2ext.layers.soft_nms import batched_soft_nms
 from d2ext.modeling.deformable_detr.criterion import layer_suffixes
 from d2ext.modeling.deformable_detr.detector import DeformableDETR
 from d2ext.modeling.deformable_detr.position_encoding import PositionEmbeddingSine
@@ -152,8 +153,6 @@ class DINO(DeformableDETR):
         boxes in input pixels."""
         if self.soft_nms_iou is None:
             return super().inference(logits, boxes, image_sizes)
-        from d2ext.layers.soft_nms import batched_soft_nms
-
         n, q, k = logits.shape
         prob = logits.sigmoid().view(n, -1)
         pre = self.num_preselect or self.num_detections
