@@ -114,6 +114,68 @@ def _use_demo_data(cfg, request):
     assert all(n in DatasetCatalog.list() for n in names)
 
 
+_DEEP = {"ViT": ("depth", 12), "SwinTransformer": ("depths", 6)}
+"""Backbones whose depth the smoke step cuts: (depth key, most blocks per stage kept as is)."""
+
+
+def _deep_backbones(node, path=()):
+    """(path, node) of every ViT / Swin node in a config tree deeper than ``_DEEP`` allows."""
+    if isinstance(node, DictConfig):
+        target = node.get("_target_")
+        name = getattr(locate(target) if isinstance(target, str) else target, "__name__", "")
+        if name in _DEEP:
+            key, most = _DEEP[name]
+            depth = node.get(key)
+            if max(depth if isinstance(depth, ListConfig | list | tuple) else [depth]) > most:
+                yield path, node
+        for k in node:
+            if k != "_target_":
+                yield from _deep_backbones(node._get_node(k), (*path, k))
+
+
+def _shrink_deep_backbones(cfg) -> list[tuple]:
+    """Cuts Swin-L's 18-block stage and ViT-L's 24 blocks to 2 for the one-step smoke run (same
+    widths, heads, windows, neck and heads; minutes and GBs less on CPU). Their full depth is
+    built in ``test_deep_backbones_build_at_full_depth``. Returns the paths changed."""
+    changed = []
+    for path, node in list(_deep_backbones(cfg.model, ("model",))):
+        if "depths" in node:
+            node.depths = [min(d, 2) for d in node.depths]
+        else:
+            node.depth = 2
+            if "window_block_indexes" in node:
+                node.window_block_indexes = [0]
+        changed.append(path)
+    return changed
+
+
+DEEP = [n for n in FULL if list(_deep_backbones(get_config(n).model))]
+
+
+@pytest.mark.parametrize("name", DEEP)
+def test_deep_backbones_build_at_full_depth(name):
+    # the smoke step below runs these backbones cut to 2 blocks per stage; here each is built
+    # at the config's depth and its block count checked
+    cfg = get_config(name)
+    found = list(_deep_backbones(cfg.model))
+    assert found
+    for _, node in found:
+        net = instantiate(node)
+        if "depths" in node:
+            assert [len(layer.blocks) for layer in net.layers] == list(node.depths)
+        else:
+            assert len(net.blocks) == node.depth
+        del net
+
+
+def test_shrink_finds_the_deep_backbones():
+    assert {"CoDETR/co_dino_ViTL_coco.py", "CoDETR/co_dino_SwinL_12ep_coco.py"} <= set(DEEP)
+    assert "CoDETR/co_dino_R50_12ep_coco.py" not in DEEP
+    cfg = get_config("CoDETR/co_dino_ViTL_coco.py")
+    assert _shrink_deep_backbones(cfg) == [("model", "backbone", "net")]
+    assert cfg.model.backbone.net.depth == 2 and not list(_deep_backbones(cfg.model))
+
+
 @pytest.mark.parametrize("name", FULL)
 def test_full_config_smoke(name, tmp_path, request):
     demo_data_root()
@@ -125,6 +187,7 @@ def test_full_config_smoke(name, tmp_path, request):
     assert {"model", "dataloader", "optimizer", "lr_multiplier", "train"} <= set(reloaded)
     cfg = reloaded
     cfg = tiny_overrides(cfg, str(tmp_path))
+    assert bool(_shrink_deep_backbones(cfg)) == (name in DEEP)
     _use_demo_data(cfg, request)
     torch.manual_seed(0)
     model = instantiate(cfg.model).train()
