@@ -16,6 +16,8 @@ model.transformer.num_classes = 365
 # 22 epochs of Objects365 v2 train (about 1.74M images) at batch 16
 train.max_iter = 2_395_000
 lr_multiplier.steps = ()
-train.init_checkpoint = "detectron2://ImageNetPretrained/MAE/mae_pretrain_vit_large.pth?matching_heuristics=True"
+train.init_checkpoint = (
+    "detectron2://ImageNetPretrained/MAE/mae_pretrain_vit_large.pth?matching_heuristics=True"
+)
 train.allow_partial_init = True  # the ViT only
 train.output_dir = "output/co_dino_ViTL_o365"
