@@ -149,6 +149,21 @@ def _random_vocabulary(path: str, labels, dim: int, seed: int) -> None:
         save_text_embeddings(path, emb, labels, encoder_info={"backend": f"random (seed {seed})"})
 
 
+def control_overrides(checkpoint: str, text: str, rand: str, common: list[str]) -> list[str]:
+    """The train_net overrides of the random-vocabulary control: ``checkpoint`` evaluated on the
+    synonyms split only, its vocabulary read from ``rand`` as precomputed vectors (random
+    vectors have no text encoder to check them against)."""
+    return [
+        f"train.init_checkpoint={checkpoint}",
+        f"scaledet.text.path={text}",
+        *common,
+        f"dataloader.tests.synonyms.context.embeddings.path={rand}",
+        "dataloader.tests.synonyms.context.embeddings.backend=precomputed",
+        "dataloader.tests.shapes=null",
+        "dataloader.tests.signs=null",
+    ]
+
+
 def _run(run: dict, common: list[str]) -> dict:
     """Trains (unless finished) and scores one run of :func:`plan`, and its random-vocabulary
     control; returns its row."""
@@ -175,14 +190,7 @@ def _run(run: dict, common: list[str]) -> dict:
         run_train_net(
             run["config"],
             ctrl_dir,
-            [
-                f"train.init_checkpoint={os.path.join(run_dir, 'model_final.pth')}",
-                f"scaledet.text.path={text}",
-                *common,
-                f"dataloader.tests.synonyms.context.embeddings.path={rand}",
-                "dataloader.tests.shapes=null",
-                "dataloader.tests.signs=null",
-            ],
+            control_overrides(os.path.join(run_dir, "model_final.pth"), text, rand, common),
             eval_only=True,
         )
     row["random vocab AP50"] = read_eval_results(ctrl_dir)["synonyms"]["bbox"]["AP50"]

@@ -127,3 +127,30 @@ def test_main_trains_the_plan_and_resumes(tmp_path, monkeypatch):
     assert calls == [("joint_seed0", 30), ("control", "joint_seed0")]
     assert set(summary["targets"]) == {"joint 2x", "joint 1x"}
     assert [r["iterations"] for r in summary["runs"]] == [60, 30, 30, 30]
+
+
+def test_random_vocabulary_control_loads_its_random_vectors(tmp_path):
+    # the control's overrides, applied to the demo config, must give the synonyms test the
+    # random vectors the demo wrote (a random file has no text encoder to be checked against)
+    import torch
+    from detectron2.config import instantiate
+
+    from d2ext.data import register_all_datasets
+    from d2ext.projects.scaledet import dataset_label_names, read_embedding_file
+
+    demo_data_root()
+    register_all_datasets()
+    demo = _demo()
+    names = dataset_label_names("d2ext_demo_synonyms_val")
+    rand = str(tmp_path / "random_synonyms_seed3.npy")
+    demo._random_vocabulary(rand, names, 384, 3)
+    run = demo.plan([0], str(tmp_path), 600)[0]
+    cfg = LazyConfig.load(run["config"])
+    common = [f"scaledet.text.vocab_dir={tmp_path / 'text'}"]
+    overrides = demo.control_overrides("model_final.pth", run["text"], rand, common)
+    cfg = LazyConfig.apply_overrides(cfg, overrides)
+    assert {k for k, v in cfg.dataloader.tests.items() if v is not None} == {"synonyms"}
+    got = instantiate(cfg.dataloader.tests.synonyms.context.embeddings)
+    want = torch.as_tensor(read_embedding_file(rand)[0])
+    assert got.shape == (len(names), 384)
+    assert torch.allclose(got, torch.nn.functional.normalize(want, dim=1), atol=1e-6)

@@ -622,7 +622,7 @@ def label_embeddings(
 
     Args:
         backend: "sentence", "open_clip" or "precomputed" (no encoder: the file must exist;
-            labels and count are checked, the width is the file's).
+            labels and count are checked, prompts are not, the width is the file's).
         allow_random_text_encoder: tests only: accept an open_clip encoder without checkpoint.
 
     Returns:
@@ -638,7 +638,9 @@ def label_embeddings(
         )
         return load_text_embeddings(path, labels)
     emb, meta = read_embedding_file(path)
-    enc, content = embedding_file_problems(emb, meta, labels, prompts, spec)
+    # precomputed (no encoder): labels and their count are checked, prompts are not
+    checked_prompts = prompts if spec is not None else None
+    enc, content = embedding_file_problems(emb, meta, labels, checked_prompts, spec)
     recorded = meta.get("encoder") if meta else None
     if recorded and recorded.get("random_weights") and not allow_random_text_encoder:
         enc.append("it was encoded by a text tower with random weights")
