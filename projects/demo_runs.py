@@ -6,6 +6,7 @@ installed d2ext package does not carry (its configs are reached with
 ``d2ext.model_zoo.get_config``). Each ``run_demo.py`` imports this file from its parent folder.
 """
 
+import argparse
 import json
 import math
 import os
@@ -35,6 +36,37 @@ __all__ = [
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
+
+
+PROTOCOL_QUICK = {"seeds": [0], "pretrain_iters": 20, "finetune_iters": 20}
+"""The low-label demos' --quick settings (SoCo and AlignDet)."""
+
+
+def add_protocol_options(parser, name: str) -> None:
+    """The --quick, --no-diagnostics and --plan options of a low-label demo (SoCo, AlignDet)
+    whose output folder is ``output/<name>``."""
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: seed 0, 20 pretraining steps, 20 fine-tuning iterations, into "
+        f"output/{name}_quick (explicit --seeds / --*-iters / --out win)",
+    )
+    parser.add_argument("--no-diagnostics", action="store_true")
+    parser.add_argument("--plan", action="store_true", help="print the plan and exit")
+
+
+def resolve_protocol_args(args, name: str, finetune_iters: int):
+    """A copy of a low-label demo's parsed ``args`` with the defaults that depend on --quick:
+    seeds (0 1 2), fine-tuning iterations (``finetune_iters``), pretraining steps, and the
+    output folder ``output/<name>[_quick]``."""
+    args = argparse.Namespace(**vars(args))
+    defaults = {"seeds": [0, 1, 2], "finetune_iters": finetune_iters}
+    for key, value in (PROTOCOL_QUICK if args.quick else defaults).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.out is None:
+        args.out = os.path.join(REPO, "output", f"{name}_quick" if args.quick else name)
+    return args
 
 
 def require_checkout(root: str = REPO) -> None:

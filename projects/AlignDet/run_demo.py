@@ -39,11 +39,13 @@ from demo_runs import (  # noqa: E402
     LOW_LABEL_SPLITS,
     REPO,
     Step,
+    add_protocol_options,
     diagnostics_step,
     finetune_rows,
     low_label_finetunes,
     low_label_summary,
     read_diagnostics,
+    resolve_protocol_args,
     run_diagnostics,
     run_plan,
     schedule_overrides,
@@ -63,7 +65,6 @@ POOLS = {"small": "d2ext_demo_unlabeled", "large": "d2ext_demo_unlabeled_large"}
 HELDOUT = "d2ext_demo_unlabeled_large_heldout"
 ARMS = {"aligndet": "AlignDet", "baseline": "backbone only", "oracle": "oracle"}
 FINETUNE_ITERS = 60  # the protocol's budget (README: the 60-minute estimate)
-QUICK = {"seeds": [0], "pretrain_iters": 20, "finetune_iters": 20}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,28 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--finetune-iters", type=int, default=None, help=f"default {FINETUNE_ITERS}"
     )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="a smoke run: seed 0, 20 pretraining steps, 20 fine-tuning iterations, into "
-        "output/aligndet_demo_quick (explicit --seeds / --*-iters / --out win)",
-    )
-    parser.add_argument("--no-diagnostics", action="store_true")
-    parser.add_argument("--plan", action="store_true", help="print the plan and exit")
+    add_protocol_options(parser, "aligndet_demo")
     return parser
 
 
 def resolve(args) -> argparse.Namespace:
     """Fills the defaults that depend on --quick."""
-    args = argparse.Namespace(**vars(args))
-    quick = QUICK if args.quick else {"seeds": [0, 1, 2], "finetune_iters": FINETUNE_ITERS}
-    for key, value in quick.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    if args.out is None:
-        name = "aligndet_demo_quick" if args.quick else "aligndet_demo"
-        args.out = os.path.join(REPO, "output", name)
-    return args
+    return resolve_protocol_args(args, "aligndet_demo", FINETUNE_ITERS)
 
 
 def build_plan(args, proposals_root: str) -> list[Step]:

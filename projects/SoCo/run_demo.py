@@ -36,11 +36,13 @@ from demo_runs import (  # noqa: E402
     LOW_LABEL_SPLITS,
     REPO,
     Step,
+    add_protocol_options,
     diagnostics_step,
     finetune_rows,
     low_label_finetunes,
     low_label_summary,
     read_diagnostics,
+    resolve_protocol_args,
     run_diagnostics,
     run_plan,
     schedule_overrides,
@@ -55,7 +57,6 @@ POOLS = {"large": "d2ext_demo_unlabeled_large", "small": "d2ext_demo_unlabeled"}
 HELDOUT = "d2ext_demo_unlabeled_large_heldout"
 ARMS = {"soco": "SoCo", "random": "random", "oracle": "oracle"}  # flag -> table label
 FINETUNE_ITERS = 100  # the protocol's budget (README: the 60-minute estimate)
-QUICK = {"seeds": [0], "pretrain_iters": 20, "finetune_iters": 20}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,27 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=SOCO_FILTER_NAME,
         help="proposal filter (SoCo's ratio3size0308; ratio3size0008 keeps small boxes too)",
     )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="a smoke run: seed 0, 20 pretraining steps, 20 fine-tuning iterations, into "
-        "output/soco_demo_quick (explicit --seeds / --*-iters / --out win)",
-    )
-    parser.add_argument("--no-diagnostics", action="store_true")
-    parser.add_argument("--plan", action="store_true", help="print the plan and exit")
+    add_protocol_options(parser, "soco_demo")
     return parser
 
 
 def resolve(args) -> argparse.Namespace:
     """Fills the defaults that depend on --quick."""
-    args = argparse.Namespace(**vars(args))
-    quick = QUICK if args.quick else {"seeds": [0, 1, 2], "finetune_iters": FINETUNE_ITERS}
-    for key, value in quick.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    if args.out is None:
-        args.out = os.path.join(REPO, "output", "soco_demo_quick" if args.quick else "soco_demo")
-    return args
+    return resolve_protocol_args(args, "soco_demo", FINETUNE_ITERS)
 
 
 def build_plan(args, proposals_root: str) -> list[Step]:
