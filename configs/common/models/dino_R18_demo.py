@@ -10,15 +10,10 @@ model = get_config("common/models/dino.py").model
 _demo = get_config("common/models/deformable_detr_R18_demo.py").model
 model.backbone = _demo.backbone
 model.neck = _demo.neck
-model.transformer.update(
-    num_classes=5,
-    d_model=128,
-    num_encoder_layers=3,
-    num_decoder_layers=3,
-    dim_feedforward=512,
-    dropout=0.0,
-    num_queries=100,
-)
+# the demo Deformable DETR's sizes, so the demo pairs compare at one size
+_sizes = ("num_classes", "d_model", "num_encoder_layers", "num_decoder_layers")
+_sizes += ("dim_feedforward", "dropout", "num_queries")
+model.transformer.update({k: _demo.transformer[k] for k in _sizes})
 model.denoising.num_dn_queries = 30
 model.num_detections = 100
 model.size_divisibility = 32
