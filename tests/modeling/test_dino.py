@@ -269,24 +269,31 @@ def test_look_forward_twice_reaches_exactly_one_layer_back(lft):
     assert (grad[0] is not None and grad[0].abs().sum() > 0) == lft
 
 
-def test_batches_without_boxes_or_with_more_boxes_than_dn_queries_train():
-    model = _dino().train()
+def bad_input_losses(model):
+    """Trains ``model`` one step on a batch without boxes, then one on a batch whose first image
+    has 12 boxes (more than the 10 DN queries of ``_shrink``: one group of 12 + 12); returns
+    both steps' loss dicts."""
     empty = _inputs()
     for x in empty:
         x["instances"] = _instances(x["image"].shape[1:], [], [])
     with EventStorage(0):
-        losses = model(empty)
-    assert all(torch.isfinite(v) for v in losses.values())
-    assert losses["loss_class_dn"] == 0 and losses["loss_bbox"] == 0
-    sum(losses.values()).backward()
-    many = _inputs()  # 12 boxes > 10 DN queries: one group of 12 + 12
+        empty_losses = model(empty)
+    sum(empty_losses.values()).backward()
+    many = _inputs()
     boxes = [[4 * k, 4 * k, 4 * k + 20, 4 * k + 30] for k in range(12)]
     many[0]["instances"] = _instances((96, 128), boxes, [k % 5 for k in range(12)])
     model.zero_grad()
     with EventStorage(0):
-        losses = model(many)
-    assert all(torch.isfinite(v) for v in losses.values()) and losses["loss_bbox_dn"] > 0
-    sum(losses.values()).backward()
+        many_losses = model(many)
+    sum(many_losses.values()).backward()
+    return empty_losses, many_losses
+
+
+def test_batches_without_boxes_or_with_more_boxes_than_dn_queries_train():
+    empty, many = bad_input_losses(_dino().train())
+    assert all(torch.isfinite(v) for v in empty.values())
+    assert empty["loss_class_dn"] == 0 and empty["loss_bbox"] == 0
+    assert all(torch.isfinite(v) for v in many.values()) and many["loss_bbox_dn"] > 0
 
 
 def test_dino_needs_its_transformer():

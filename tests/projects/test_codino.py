@@ -16,17 +16,10 @@ from d2ext.modeling.losses import aligned_box_iou, quality_focal_loss
 from d2ext.projects.codetr import AUXILIARY_PREFIXES, CoDINO, ViTLayerDecayLRFactor, strip_auxiliary
 
 from ..helpers import load_config
-from ..modeling.test_dino import _inputs, _instances
+from ..modeling.test_dino import _inputs, _shrink, bad_input_losses
 
 CO = "projects/CoDETR/configs/co_dino_R18_demo.py"
 BASE = "projects/CoDETR/configs/dino_R18_demo.py"
-
-
-def _shrink(model_cfg):
-    model_cfg.transformer.update(num_encoder_layers=1, num_decoder_layers=2, num_queries=20)
-    model_cfg.denoising.num_dn_queries = 10
-    model_cfg.num_detections = 15
-    return model_cfg
 
 
 def _co(**overrides) -> CoDINO:
@@ -172,22 +165,9 @@ def test_inference_equals_dino_loaded_with_the_stripped_checkpoint(soft_nms):
 
 
 def test_batches_without_boxes_or_with_more_boxes_than_dn_queries_train():
-    model = _co().train()
-    empty = _inputs()
-    for x in empty:
-        x["instances"] = _instances(x["image"].shape[1:], [], [])
-    with EventStorage(0):
-        losses = model(empty)
-    assert all(torch.isfinite(v) for v in losses.values())
-    sum(losses.values()).backward()
-    many = _inputs()
-    boxes = [[4 * k, 4 * k, 4 * k + 20, 4 * k + 30] for k in range(12)]
-    many[0]["instances"] = _instances((96, 128), boxes, [k % 5 for k in range(12)])
-    model.zero_grad()
-    with EventStorage(0):
-        losses = model(many)
-    assert all(torch.isfinite(v) for v in losses.values()) and losses["loss_bbox_dn"] > 0
-    sum(losses.values()).backward()
+    empty, many = bad_input_losses(_co().train())
+    assert all(torch.isfinite(v) for v in empty.values())
+    assert all(torch.isfinite(v) for v in many.values()) and many["loss_bbox_dn"] > 0
 
 
 def test_soft_nms_suppresses_duplicates():
