@@ -70,12 +70,6 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error("--num-thresholds must be >= 2")
 
 
-def _dataset_name(names) -> str | None:
-    if names is None or isinstance(names, str):
-        return names
-    return names[0] if len(names) else None
-
-
 def compare(args) -> str:
     """Plots the curves of several result files into OUT/iof_iob_compare.png."""
     import json
@@ -99,17 +93,16 @@ def compare(args) -> str:
 
 def analyse(args) -> dict:
     """Builds the model, loads the weights and runs the analysis over the dataset."""
-    from detectron2.config import LazyConfig, instantiate
+    from detectron2.config import LazyConfig
     from detectron2.data import DatasetCatalog, DatasetMapper
 
-    from d2ext.checkpoint import D2extCheckpointer
     from d2ext.data import register_all_datasets
+    from d2ext.engine.inference import build_loaded_model, config_test_dataset, config_test_inputs
     from d2ext.projects.codetr.analysis import analyze_discriminability
 
     register_all_datasets()
     cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts or [])
-    test = cfg.get("dataloader", {}).get("test", {})
-    dataset = args.dataset or _dataset_name(test.get("dataset", {}).get("names"))
+    dataset = args.dataset or config_test_dataset(cfg)
     if not dataset:
         raise ValueError("no --dataset and no dataloader.test.dataset.names in the config")
     if dataset not in DatasetCatalog.list():
@@ -120,16 +113,12 @@ def analyse(args) -> dict:
     if not dicts:
         raise ValueError(f"dataset {dataset!r} is empty")
 
-    device = args.device or cfg.get("train", {}).get("device", "cpu")
-    model = instantiate(cfg.model).to(device).eval()
-    D2extCheckpointer(model).load(args.checkpoint)
-    test_mapper = test.get("mapper", {})
-    augs = test_mapper.get("augmentations")
-    image_format = test_mapper.get("image_format", getattr(model, "input_format", "BGR"))
+    model, _ = build_loaded_model(cfg, args.checkpoint, args.device)
+    augmentations, image_format = config_test_inputs(cfg, model)
     # the test resize, with the annotations kept and moved with the image
     mapper = DatasetMapper(
         is_train=True,
-        augmentations=instantiate(augs) if augs is not None else [],
+        augmentations=augmentations,
         image_format=image_format,
         use_instance_mask=False,
     )

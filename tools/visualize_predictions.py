@@ -155,36 +155,25 @@ def _save_png(array, path: str) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _dataset_name(names) -> str | None:
-    if names is None or isinstance(names, str):
-        return names
-    return names[0] if len(names) else None
-
-
 def predictions_from_model(args) -> list[dict]:
     """Runs the config's model with the checkpoint on ``args.input`` and draws its predictions."""
     import torch
-    from detectron2.config import LazyConfig, instantiate
+    from detectron2.config import LazyConfig
     from detectron2.data import Metadata, MetadataCatalog
     from detectron2.data import transforms as T
     from detectron2.data.detection_utils import read_image
 
-    from d2ext.checkpoint import D2extCheckpointer
     from d2ext.data import register_all_datasets
+    from d2ext.engine.inference import build_loaded_model, config_test_dataset, config_test_inputs
 
     register_all_datasets()
     cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts or [])
-    test = cfg.get("dataloader", {}).get("test", {})
-    mapper = test.get("mapper", {})
-    dataset = args.dataset or _dataset_name(test.get("dataset", {}).get("names"))
+    dataset = args.dataset or config_test_dataset(cfg)
     metadata = MetadataCatalog.get(dataset) if dataset else Metadata()  # no names: class ids
-    augs = mapper.get("augmentations")
-    augmentations = T.AugmentationList(instantiate(augs) if augs is not None else [])
-    device = args.device or cfg.get("train", {}).get("device", "cpu")
 
-    model = instantiate(cfg.model).to(device).eval()
-    D2extCheckpointer(model).load(args.checkpoint)
-    input_format = mapper.get("image_format", getattr(model, "input_format", "BGR"))
+    model, device = build_loaded_model(cfg, args.checkpoint, args.device)
+    augs, input_format = config_test_inputs(cfg, model)
+    augmentations = T.AugmentationList(augs)
 
     images = list_images(args.input)
     outs = output_paths(images, args.output)
