@@ -42,9 +42,19 @@ PROTOCOL_QUICK = {"seeds": [0], "pretrain_iters": 20, "finetune_iters": 20}
 """The low-label demos' --quick settings (SoCo and AlignDet)."""
 
 
-def add_protocol_options(parser, name: str) -> None:
-    """The --quick, --no-diagnostics and --plan options of a low-label demo (SoCo, AlignDet)
-    whose output folder is ``output/<name>``."""
+def add_protocol_options(parser, name: str, finetune_iters: int) -> None:
+    """The options every low-label demo (SoCo, AlignDet) shares: --seeds, --out, --splits,
+    --pretrain-iters, --finetune-iters (default ``finetune_iters``), --quick, --no-diagnostics
+    and --plan, for a demo whose output folder is ``output/<name>``."""
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2")
+    parser.add_argument("--out", default=None, help=f"default output/{name}[_quick]")
+    parser.add_argument(
+        "--splits", nargs="+", choices=list(LOW_LABEL_SPLITS), default=list(LOW_LABEL_SPLITS)
+    )
+    parser.add_argument("--pretrain-iters", type=int, default=None, help="default: config's")
+    parser.add_argument(
+        "--finetune-iters", type=int, default=None, help=f"default {finetune_iters}"
+    )
     parser.add_argument(
         "--quick",
         action="store_true",

@@ -36,7 +36,6 @@ import sys
 # exit with an explanation outside a d2ext source checkout.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from demo_runs import (  # noqa: E402
-    LOW_LABEL_SPLITS,
     REPO,
     Step,
     add_protocol_options,
@@ -72,12 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--detector", choices=sorted(DETECTORS), default="faster_rcnn")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2")
-    parser.add_argument("--out", default=None, help="default output/aligndet_demo[_quick]")
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
-    parser.add_argument(
-        "--splits", nargs="+", choices=list(LOW_LABEL_SPLITS), default=list(LOW_LABEL_SPLITS)
-    )
     parser.add_argument(
         "--pool",
         choices=sorted(POOLS),
@@ -86,11 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         "which AlignDet's filter keeps) or large (d2ext_demo_unlabeled_large)",
     )
     parser.add_argument("--backbone-iters", type=int, default=400)
-    parser.add_argument("--pretrain-iters", type=int, default=None, help="default: config's")
-    parser.add_argument(
-        "--finetune-iters", type=int, default=None, help=f"default {FINETUNE_ITERS}"
-    )
-    add_protocol_options(parser, "aligndet_demo")
+    add_protocol_options(parser, "aligndet_demo", FINETUNE_ITERS)
     return parser
 
 

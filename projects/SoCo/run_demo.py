@@ -33,7 +33,6 @@ import sys
 # exit with an explanation outside a d2ext source checkout.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from demo_runs import (  # noqa: E402
-    LOW_LABEL_SPLITS,
     REPO,
     Step,
     add_protocol_options,
@@ -63,12 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2")
-    parser.add_argument("--out", default=None, help="default output/soco_demo[_quick]")
     parser.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=list(ARMS))
-    parser.add_argument(
-        "--splits", nargs="+", choices=list(LOW_LABEL_SPLITS), default=list(LOW_LABEL_SPLITS)
-    )
     parser.add_argument(
         "--pool",
         choices=sorted(POOLS),
@@ -76,16 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="unlabeled pool: large (d2ext_demo_unlabeled_large, objects SoCo's filter keeps) "
         "or small (d2ext_demo_unlabeled, the earlier demo's)",
     )
-    parser.add_argument("--pretrain-iters", type=int, default=None, help="default: config's")
-    parser.add_argument(
-        "--finetune-iters", type=int, default=None, help=f"default {FINETUNE_ITERS}"
-    )
     parser.add_argument(
         "--filter",
         default=SOCO_FILTER_NAME,
         help="proposal filter (SoCo's ratio3size0308; ratio3size0008 keeps small boxes too)",
     )
-    add_protocol_options(parser, "soco_demo")
+    add_protocol_options(parser, "soco_demo", FINETUNE_ITERS)
     return parser
 
 
