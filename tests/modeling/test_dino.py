@@ -147,8 +147,8 @@ def test_noise_follows_the_configured_rates(scale):
     assert abs((neg_d > 0).float().mean().item() - 0.5) < 0.02
 
 
-def test_dn_losses_use_the_known_assignment(monkeypatch):
-    model = _dino().train()
+def spy_matcher(monkeypatch) -> list:
+    """Makes every Hungarian matcher call record its number of queries; returns that list."""
     seen = []
     original = HungarianMatcher.forward
     monkeypatch.setattr(
@@ -156,6 +156,12 @@ def test_dn_losses_use_the_known_assignment(monkeypatch):
         "forward",
         lambda self, logits, *a: seen.append(logits.shape[1]) or original(self, logits, *a),
     )
+    return seen
+
+
+def test_dn_losses_use_the_known_assignment(monkeypatch):
+    model = _dino().train()
+    seen = spy_matcher(monkeypatch)
     captured = {}
     crit = model.criterion.forward
     monkeypatch.setattr(

@@ -9,14 +9,13 @@ from detectron2.config import instantiate
 from detectron2.utils.events import EventStorage
 from torchvision.ops import box_convert
 
-from d2ext.modeling.deformable_detr import HungarianMatcher
 from d2ext.modeling.deformable_detr.position_encoding import box_sine_embedding
 from d2ext.modeling.dino import DINO, DINOTransformer
 from d2ext.modeling.losses import aligned_box_iou, quality_focal_loss
 from d2ext.projects.codetr import AUXILIARY_PREFIXES, CoDINO, ViTLayerDecayLRFactor, strip_auxiliary
 
 from ..helpers import load_config
-from ..modeling.test_dino import _inputs, _shrink, bad_input_losses
+from ..modeling.test_dino import _inputs, _shrink, bad_input_losses, spy_matcher
 
 CO = "projects/CoDETR/configs/co_dino_R18_demo.py"
 BASE = "projects/CoDETR/configs/dino_R18_demo.py"
@@ -44,13 +43,7 @@ def _spy_decode(model, monkeypatch):
 
 def test_training_runs_dino_then_one_pass_per_auxiliary_head(monkeypatch):
     model = _co().train()
-    seen = []
-    original = HungarianMatcher.forward
-    monkeypatch.setattr(
-        HungarianMatcher,
-        "forward",
-        lambda self, logits, *a: seen.append(logits.shape[1]) or original(self, logits, *a),
-    )
+    seen = spy_matcher(monkeypatch)
     calls = _spy_decode(model, monkeypatch)
     with EventStorage(0):
         losses = model(_inputs())
