@@ -850,14 +850,15 @@ def pretrain_diagnostics(
     from d2ext.checkpoint import load_checkpoint
 
     cfg = copy.deepcopy(cfg)  # the caller's config is left as it was
+    # the images first: an unknown dataset is reported before the proposal cache is opened
+    dicts = _dataset_dicts(datasets)[:num_images]
+    if not dicts:
+        raise ValueError(f"no images in {list(datasets)}")
     mapper_cfg = cfg.dataloader.train.mapper
     if proposals_dir is not None:
         mapper_cfg.proposals.cache_dir = proposals_dir
     mapper = instantiate(mapper_cfg)
     batch_size = batch_size or int(cfg.dataloader.train.total_batch_size)
-    dicts = _dataset_dicts(datasets)[:num_images]
-    if not dicts:
-        raise ValueError(f"no images in {list(datasets)}")
     seen_names = _pretrain_names(cfg)
     try:
         seen = {d["file_name"] for d in _dataset_dicts(seen_names)}
