@@ -9,6 +9,7 @@ from detectron2.config import instantiate
 from detectron2.utils.events import EventStorage
 from torchvision.ops import box_convert
 
+from d2ext.data.transforms import PadToSize
 from d2ext.modeling.deformable_detr.position_encoding import box_sine_embedding
 from d2ext.modeling.dino import DINO, DINOTransformer
 from d2ext.modeling.losses import aligned_box_iou, quality_focal_loss
@@ -277,3 +278,49 @@ def test_demo_pairs(tmp_path, monkeypatch):
     # the default pair and output folders stay as they were
     assert demo.PAIRS["codetr"][2] == "codetr_demo" and demo.PAIRS["codino"][2] == "codino_demo"
     assert set(demo.PAIRS["codetr"][0]) == {"Deformable DETR", "Co-DETR"}
+
+
+# the authors' schedule variants: config -> (encoder layers, Swin drop path or None, epochs,
+# lr-step epoch, LSJ image size or None); Sense-X/Co-DETR projects/configs/co_dino/
+_VARIANTS = {
+    "co_dino_R50_12ep_lsj_coco": (6, None, 12, 11, 1024),
+    "co_dino_R50_36ep_lsj_coco": (6, None, 36, 30, 1024),
+    "co_dino_R50_9encoder_12ep_lsj_coco": (9, None, 12, 11, 1024),
+    "co_dino_R50_9encoder_36ep_lsj_coco": (9, None, 36, 30, 1024),
+    "co_dino_SwinL_12ep_coco": (6, 0.3, 12, 11, None),
+    "co_dino_SwinL_24ep_coco": (6, 0.5, 24, 20, None),
+    "co_dino_SwinL_36ep_coco": (6, 0.6, 36, 30, None),
+    "co_dino_SwinL_12ep_lsj_coco": (6, 0.3, 12, 11, 1280),
+    "co_dino_SwinL_24ep_lsj_coco": (6, 0.5, 24, 20, 1280),
+    "co_dino_SwinL_36ep_lsj_coco": (6, 0.5, 36, 30, 1280),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_VARIANTS))
+def test_co_dino_schedule_variants_as_the_authors(name):
+    layers, drop_path, epochs, step, lsj = _VARIANTS[name]
+    cfg = load_config(f"projects/CoDETR/configs/{name}.py")
+    torch.manual_seed(0)
+    # encoder depth, on the built transformer
+    assert len(instantiate(cfg.model.transformer).encoder_layers) == layers
+    # Swin drop path: the last block of the built backbone drops at the configured rate (cut to
+    # 2 blocks per stage here; the rate of the last block does not depend on the depth)
+    if drop_path is not None:
+        cfg.model.backbone.depths = (2, 2, 2, 2)
+        backbone = instantiate(cfg.model.backbone)
+        assert backbone.layers[-1].blocks[-1].drop_path.drop_prob == pytest.approx(drop_path)
+    else:
+        assert "SwinTransformer" not in str(cfg.model.backbone._target_)
+    # schedule: `epochs` of COCO train2017 at batch 16, lr x0.1 after epoch `step`
+    assert cfg.train.max_iter == {12: 88000, 24: 176000, 36: 264000}[epochs]
+    sched = instantiate(cfg.lr_multiplier)
+    assert sched(step / epochs - 1e-3) == pytest.approx(1.0)
+    assert sched(step / epochs + 1e-3) == pytest.approx(0.1)
+    # LSJ: every training image is padded to image_size x image_size
+    augs = instantiate(cfg.dataloader.train.mapper.augmentations)
+    if lsj:
+        assert cfg.dataloader.test.mapper.augmentations.image_size == lsj
+        pads = [a for a in augs if isinstance(a, PadToSize)]
+        assert len(pads) == 1 and (pads[0].height, pads[0].width) == (lsj, lsj)
+    else:
+        assert not [a for a in augs if isinstance(a, PadToSize)]

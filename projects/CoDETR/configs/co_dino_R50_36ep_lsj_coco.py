@@ -1,14 +1,9 @@
 """Co-DINO-5scale R-50, 36 epochs on COCO with large-scale jittering at 1024 and copy-paste
 (Co-DETR's co_dino_5scale_lsj_r50_3x_coco, 54.8 AP in the authors' README):
-co_dino_R50_12ep_coco.py with configs/common/data/coco_lsj.py (every training image is padded
-to 1024 x 1024, so there is no padding mask and boxes are normalised by 1024, the authors'
-with_attn_mask=False), lr x0.1 after epoch 30."""
+co_dino_R50_12ep_lsj_coco.py, lr x0.1 after epoch 30."""
 
-from d2ext.model_zoo import get_config
+from .co_dino_R50_12ep_lsj_coco import dataloader, lr_multiplier, model, optimizer, train
 
-from .co_dino_R50_12ep_coco import lr_multiplier, model, optimizer, train
-
-dataloader = get_config("common/data/coco_lsj.py").dataloader
 # 36 epochs of COCO train2017 (117k images) at batch 16; lr x0.1 after epoch 30
 train.max_iter = 264000
 lr_multiplier.steps = (30 / 36,)
