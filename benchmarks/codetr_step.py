@@ -10,12 +10,17 @@ configs; ``codino-full`` / ``codino-demo``: Co-DINO against DINO (R-50 5-scale /
 DINO model with Co-DINO's test-time selection. Random weights (timing does not depend on them),
 random ``--size`` x ``--size`` images with 8 random boxes each; the base detector gets the
 Co-DETR model's own weights minus the auxiliary modules. All inference rounds run first, then all
-training rounds; rounds alternate between the two models; each number is the median over
-``--repeats`` rounds after one warm-up round. Inference: ``model.eval()``, ``torch.no_grad()``,
-one image at a time. Target (issue #8): inference ratio <= 1.02.
+training rounds, after one warm-up round each. Each round times the base detector, the Co model
+and a second, identical copy of the base detector (the A/A control), in an order that rotates
+from round to round, so that a drift in machine load reaches each model alike. A ratio is the
+median over ``--repeats`` rounds of the per-round ratio (Co / base, and copy / base for the
+control); the A/A ratio's spread shows how far the timer's noise alone moves a ratio on this
+machine. Inference: ``model.eval()``, ``torch.no_grad()``, one image at a time. Target (issue
+#8): inference ratio <= 1.02.
 """
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -84,36 +89,43 @@ def main(argv=None):
     for key in ("soft_nms_iou", "num_preselect", "num_detections"):  # DINO / Co-DINO
         if hasattr(co, key):
             setattr(base, key, getattr(co, key))
+    twin = copy.deepcopy(base)  # the A/A control: the base detector again
     gen = torch.Generator().manual_seed(0)
     batch = _batch(args.batch, args.size, co.num_classes, gen)
-    models = {"base": base, "co": co}
-    times = {f"{k}_{w}": [] for k in models for w in ("train", "infer")}
+    models = {"base": base, "co": co, "twin": twin}
+    times = {w: {k: [] for k in models} for w in ("infer", "train")}
     # inference first, then training: a training step's freed graph would otherwise disturb the
     # allocator under the inference that follows it
-    for model in models.values():
-        model.eval()
-    for r in range(args.repeats + 1):
-        for name, model in models.items():
-            t = _infer(model, batch)
-            if r:  # round 0 warms up
-                times[f"{name}_infer"].append(t)
-    for model in models.values():
-        model.train()
-    for r in range(args.repeats + 1):
-        for name, model in models.items():
-            t = _train_step(model, batch)
-            if r:
-                times[f"{name}_train"].append(t)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    for work, run in (("infer", _infer), ("train", _train_step)):
+        for model in models.values():
+            model.train(work == "train")
+        names = list(models)
+        for r in range(args.repeats + 1):
+            for name in names[r % 3 :] + names[: r % 3]:  # the order rotates per round
+                t = run(models[name], batch)
+                if r:  # round 0 warms up
+                    times[work][name].append(t)
+
+    def ratio(work, name):
+        per_round = [a / b for a, b in zip(times[work][name], times[work]["base"], strict=True)]
+        q = statistics.quantiles(per_round, n=4) if len(per_round) > 1 else per_round * 3
+        return {"median": statistics.median(per_round), "q1": q[0], "q3": q[-1]}
+
+    med = {w: {k: statistics.median(v) for k, v in t.items()} for w, t in times.items()}
     report = {
         "scale": args.scale,
         "size": args.size,
         "batch": args.batch,
+        "repeats": args.repeats,
         "threads": torch.get_num_threads(),
-        "train_step_s": {"base": med["base_train"], "co_detr": med["co_train"]},
-        "train_step_ratio": med["co_train"] / med["base_train"],
-        "inference_s_per_image": {"base": med["base_infer"], "co_detr": med["co_infer"]},
-        "inference_ratio": med["co_infer"] / med["base_infer"],
+        "train_step_s": {"base": med["train"]["base"], "co_detr": med["train"]["co"]},
+        "train_step_ratio": ratio("train", "co")["median"],
+        "inference_s_per_image": {"base": med["infer"]["base"], "co_detr": med["infer"]["co"]},
+        "inference_ratio": ratio("infer", "co")["median"],
+        "inference_ratio_quartiles": ratio("infer", "co"),
+        # the same model timed twice: how far noise alone moves a ratio here
+        "inference_ratio_aa_control": ratio("infer", "twin"),
+        "train_step_ratio_aa_control": ratio("train", "twin"),
         "params_M": {
             "base": sum(p.numel() for p in base.parameters()) / 1e6,
             "co_detr_training": sum(p.numel() for p in co.parameters()) / 1e6,
