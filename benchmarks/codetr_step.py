@@ -2,7 +2,7 @@
 same run: training step time (forward + backward) and inference time, as ratios (Co / base).
 
     python benchmarks/codetr_step.py [--scale full|demo|codino-full|codino-demo] [--size 512]
-        [--batch 2] [--repeats 5]
+        [--batch 2] [--repeats 5] [--infer-only]
 
 ``full`` (default): the R-50 12-epoch COCO configs (6 + 6 layers, 300 queries, ATSS + Faster
 R-CNN auxiliary heads, up to 300 positive queries per head and image); ``demo``: the R-18 demo
@@ -78,6 +78,9 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--infer-only", action="store_true", help="time inference only (no training rounds)"
+    )
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     base_file, co_file = (
@@ -96,7 +99,8 @@ def main(argv=None):
     times = {w: {k: [] for k in models} for w in ("infer", "train")}
     # inference first, then training: a training step's freed graph would otherwise disturb the
     # allocator under the inference that follows it
-    for work, run in (("infer", _infer), ("train", _train_step)):
+    works = [("infer", _infer)] + ([] if args.infer_only else [("train", _train_step)])
+    for work, run in works:
         for model in models.values():
             model.train(work == "train")
         names = list(models)
@@ -111,25 +115,26 @@ def main(argv=None):
         q = statistics.quantiles(per_round, n=4) if len(per_round) > 1 else per_round * 3
         return {"median": statistics.median(per_round), "q1": q[0], "q3": q[-1]}
 
-    med = {w: {k: statistics.median(v) for k, v in t.items()} for w, t in times.items()}
+    med = {w: {k: statistics.median(v) for k, v in t.items() if v} for w, t in times.items()}
     report = {
         "scale": args.scale,
         "size": args.size,
         "batch": args.batch,
         "repeats": args.repeats,
         "threads": torch.get_num_threads(),
-        "train_step_s": {"base": med["train"]["base"], "co_detr": med["train"]["co"]},
-        "train_step_ratio": ratio("train", "co")["median"],
         "inference_s_per_image": {"base": med["infer"]["base"], "co_detr": med["infer"]["co"]},
         "inference_ratio": ratio("infer", "co")["median"],
         "inference_ratio_quartiles": ratio("infer", "co"),
         # the same model timed twice: how far noise alone moves a ratio here
         "inference_ratio_aa_control": ratio("infer", "twin"),
-        "train_step_ratio_aa_control": ratio("train", "twin"),
-        "params_M": {
-            "base": sum(p.numel() for p in base.parameters()) / 1e6,
-            "co_detr_training": sum(p.numel() for p in co.parameters()) / 1e6,
-        },
+    }
+    if not args.infer_only:
+        report["train_step_s"] = {"base": med["train"]["base"], "co_detr": med["train"]["co"]}
+        report["train_step_ratio"] = ratio("train", "co")["median"]
+        report["train_step_ratio_aa_control"] = ratio("train", "twin")
+    report["params_M"] = {
+        "base": sum(p.numel() for p in base.parameters()) / 1e6,
+        "co_detr_training": sum(p.numel() for p in co.parameters()) / 1e6,
     }
     print(json.dumps(report, indent=2))
     return report
