@@ -45,10 +45,10 @@ def box_infonce(
     a zero that keeps the graph.
 
     Cost: one [n_fg, Nq + Nk] product, one exp and one row sum (and their backward); the
-    negatives' sum is the sum over all samples minus the sum over the query's own id, which
-    touches only the same-id pairs. Cosines lie in [-1, 1], so exp((cos - 1) / tau) cannot
-    overflow; rows where the own id carries more than half of the sum (cancellation) are
-    recomputed with an exact masked log-sum-exp.
+    negatives' sum is the sum over all samples minus the sum over the query's own id, whose
+    similarities are gathered from that product. Cosines lie in [-1, 1], so
+    exp((cos - 1) / tau) cannot overflow; rows where the own id carries more than half of the sum
+    (cancellation) are recomputed with an exact masked log-sum-exp.
     """
     if queries.dim() != 2 or keys.dim() != 2 or queries.shape[1] != keys.shape[1]:
         raise ValueError(f"embeddings must be [N, D] of one width: {queries.shape}, {keys.shape}")
@@ -69,10 +69,11 @@ def box_infonce(
 
     # sum over all columns of exp(sim - 1/tau), sim = q.e / tau
     shifted = torch.addmm(q_fg.new_tensor(-inv_t), q_fg, everything.T, alpha=inv_t)
-    sum_all = shifted.exp_().sum(dim=1)
-    # the same-id columns: sum_same, and the (key, query) pairs among them
+    # the same-id columns: sum_same, and the (key, query) pairs among them, read from the same
+    # product (a gather, not a dot product per pair: few ids give many same-id pairs)
     rows, cols, n_same = _same_id_pairs(ids, everything_ids)
-    sim_same = (q_fg[rows] * everything[cols]).sum(dim=1) * inv_t
+    sim_same = shifted[rows, cols] + inv_t
+    sum_all = shifted.exp().sum(dim=1)
     sum_same = torch.zeros_like(sum_all).index_add(0, rows, torch.exp(sim_same - inv_t))
     sum_neg = sum_all - sum_same
     stable = sum_neg >= 0.5 * sum_all
