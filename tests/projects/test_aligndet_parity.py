@@ -129,8 +129,8 @@ def test_rcnn_box_head_is_shared4conv1fc(which):
 
 
 def test_fcos_samples_per_batch_retinanet_per_image():
-    fcos = _pretrain_model("fcos").online
-    retina = _pretrain_model("retinanet").online
+    fcos = _pretrain_model_r50("fcos").online
+    retina = _pretrain_model_r50("retinanet").online
     assert (fcos.sample_scope, fcos.num_samples) == ("batch", 2048)
     assert (retina.sample_scope, retina.num_samples) == ("image", 2048)
     matched = torch.full((3, 3000), -1)
@@ -148,6 +148,51 @@ def test_fcos_samples_per_batch_retinanet_per_image():
     matched[:, :1000] = 0
     only_pos = fcos.sample_positions(matched)
     assert int(only_pos.sum()) == 2048 and not only_pos[:, 1000:].any()
+
+
+def _positions_per_image(detector, height: int, width: int) -> int:
+    """Anchors (RetinaNet) or locations (FCOS) the built detector has on one padded image."""
+    div = detector.backbone.size_divisibility
+    height, width = (math.ceil(x / div) * div for x in (height, width))
+    shapes = detector.backbone.output_shape()
+    features = [
+        torch.zeros(1, 1, math.ceil(height / shapes[f].stride), math.ceil(width / shapes[f].stride))
+        for f in detector.head_in_features
+    ]
+    return sum(len(a) for a in detector.anchor_generator(features))
+
+
+@pytest.mark.parametrize("kind, demo_batch, recipe_batch", [("retinanet", 8, 2), ("fcos", 8, 2)])
+def test_dense_demo_configs_sample_the_authors_fraction_of_positions(
+    kind, demo_batch, recipe_batch
+):
+    # The demo configs scale the authors' 2048 samples to the demo's image size (README row):
+    # the fraction of positions sampled at the demo's mean view (192 x 256, short side 176-208
+    # of the 320 x 240 demo images) is the fraction the R-50 recipe samples at its mean scale
+    # (720 x 960: a 640 x 480 COCO image at short side 720, the six scales' mean).
+    torch.manual_seed(0)
+    demo = instantiate(load_config(PRETRAIN[kind]).model).online
+    recipe = _pretrain_model_r50(kind).online
+    assert recipe.num_samples == 2048 and demo.sample_scope == recipe.sample_scope
+
+    def fraction(model, batch, hw):
+        images = batch if model.sample_scope == "batch" else 1
+        return model.num_samples / (_positions_per_image(model, *hw) * images)
+
+    demo_fraction = fraction(demo, demo_batch, (192, 256))
+    recipe_fraction = fraction(recipe, recipe_batch, (720, 960))
+    assert 0.8 < demo_fraction / recipe_fraction < 1.2, (demo_fraction, recipe_fraction)
+    # the drawn mask holds that many positions on a demo-sized batch
+    n = _positions_per_image(demo, 192, 256)
+    matched = torch.full((demo_batch, n), -1)
+    matched[:, : n // 2] = 0  # more positives than samples: positives only
+    drawn = demo.sample_positions(matched)
+    per_draw = demo.num_samples * (1 if demo.sample_scope == "batch" else demo_batch)
+    assert int(drawn.sum()) == per_draw and not drawn[:, n // 2 :].any()
+
+
+def _pretrain_model_r50(kind):
+    return instantiate(load_config(R50_PRETRAIN[kind]).model)
 
 
 @pytest.mark.parametrize("kind", ["retinanet", "fcos"])

@@ -156,19 +156,20 @@ def aligndet_rcnn_recipe(
     return _aligndet(detector)
 
 
-def aligndet_retinanet_recipe(detector, *, num_samples: int = 2048):
+def aligndet_retinanet_recipe(detector, *, num_samples: int = 2048, sample_scope: str = "image"):
     """RetinaNet block -> AlignDet pretraining model, in place.
 
     Args:
         detector: the LazyCall of a detectron2 ``RetinaNet``.
-        num_samples: anchors sampled per image for the contrastive loss (authors: 2048).
+        num_samples: anchors sampled for the contrastive loss (authors: 2048).
+        sample_scope: "image" (authors: ``num_samples`` per image, mmdet ``AnchorHead``) or
+            "batch" (over the process batch's anchors).
 
     Returns:
         the LazyCall of ``AlignDet`` around ``AlignDetRetinaNet`` with one pseudo class.
     """
     detector._target_ = AlignDetRetinaNet
-    detector.num_classes = 1
-    detector.num_samples = num_samples
+    detector.update(num_classes=1, num_samples=num_samples, sample_scope=sample_scope)
     return _aligndet(detector)
 
 
