@@ -42,10 +42,11 @@ PROTOCOL_QUICK = {"seeds": [0], "pretrain_iters": 20, "finetune_iters": 20}
 """The low-label demos' --quick settings (SoCo and AlignDet)."""
 
 
-def add_protocol_options(parser, name: str, finetune_iters: int) -> None:
+def add_protocol_options(parser, name: str, finetune_iters: int | str) -> None:
     """The options every low-label demo (SoCo, AlignDet) shares: --seeds, --out, --splits,
-    --pretrain-iters, --finetune-iters (default ``finetune_iters``), --quick, --no-diagnostics
-    and --plan, for a demo whose output folder is ``output/<name>``."""
+    --pretrain-iters, --finetune-iters (its help names the default ``finetune_iters``, which
+    :func:`resolve_protocol_args` fills in), --quick, --no-diagnostics and --plan, for a demo
+    whose output folder is ``output/<name>``."""
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2")
     parser.add_argument("--out", default=None, help=f"default output/{name}[_quick]")
     parser.add_argument(

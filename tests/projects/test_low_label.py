@@ -353,11 +353,31 @@ def test_soco_quick_and_subsets(tmp_path):
     assert {s.arm for s in steps if s.kind == "finetune"} == {"oracle"}
 
 
+@pytest.mark.parametrize(
+    "argv, iters",
+    [
+        ((), 60),
+        (("--detector", "fcos"), 200),
+        (("--detector", "retinanet"), 200),
+        (("--detector", "fcos", "--finetune-iters", "80"), 80),
+        (("--detector", "fcos", "--quick"), 20),
+    ],
+)
+def test_aligndet_budget_is_the_detectors_unless_given(tmp_path, argv, iters):
+    args = aligndet_demo.resolve(
+        aligndet_demo.build_parser().parse_args(["--out", str(tmp_path), *argv])
+    )
+    finetunes = [s for s in aligndet_demo.build_plan(args, "p") if s.kind == "finetune"]
+    assert finetunes and {_override(s, "train.max_iter") for s in finetunes} == {str(iters)}
+    assert all(f"_it{iters}_seed" in s.out for s in finetunes)
+
+
 def test_aligndet_default_plan(tmp_path):
     args = aligndet_demo.resolve(aligndet_demo.build_parser().parse_args(["--out", str(tmp_path)]))
     steps = aligndet_demo.build_plan(args, str(tmp_path / "proposals"))
     labels = ["AlignDet", "backbone only", "oracle"]
-    finetunes = _check_low_label(steps, labels, [0, 1, 2], aligndet_demo.FINETUNE_ITERS)
+    assert args.detector == "faster_rcnn"
+    finetunes = _check_low_label(steps, labels, [0, 1, 2], 60)
     assert len(finetunes) == 18
     assert steps[0].kind == "backbone"
     backbone_only = os.path.join(str(tmp_path), "backbone_only.pth")
