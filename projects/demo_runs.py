@@ -344,8 +344,9 @@ def low_label_summary(rows: list[dict], pretrained, control: str) -> dict:
 
     Returns:
         dict: {"table": {split: {arm: {"AP": [mean, std], "AP50": [mean, std], "seeds"}}},
-        "lead": {split: {arm: {"AP": lead, "AP50": lead, "beyond_1_std": bool}}}}; a lead is
-        beyond one standard deviation when it exceeds the larger of the two arms' AP stds.
+        "lead": {split: {arm: {"AP": lead, "AP50": lead, "beyond_1_std": bool,
+        "behind_1_std": bool}}}}; ``beyond_1_std``: the AP lead exceeds the larger of the two
+        arms' AP stds; ``behind_1_std``: the arm trails the control by more than that.
     """
     table: dict = {}
     for r in rows:
@@ -370,11 +371,20 @@ def low_label_summary(rows: list[dict], pretrained, control: str) -> dict:
             if base is None or mine is None:
                 continue
             lead = {k: mine[k][0] - base[k][0] for k in ("AP", "AP50")}
-            lead["beyond_1_std"] = lead["AP"] > max(mine["AP"][1], base["AP"][1])
+            spread = max(mine["AP"][1], base["AP"][1])
+            lead["beyond_1_std"] = lead["AP"] > spread
+            lead["behind_1_std"] = lead["AP"] < -spread
             out["lead"][split][arm] = lead
+            verdict = (
+                "ahead by more than"
+                if lead["beyond_1_std"]
+                else "behind by more than"
+                if lead["behind_1_std"]
+                else "within"
+            )
             print(
                 f"{split:<7} {arm} - {control}: AP {lead['AP']:+.2f}, AP50 {lead['AP50']:+.2f} "
-                f"({'beyond' if lead['beyond_1_std'] else 'within'} one seed std)"
+                f"({verdict} one seed std, {spread:.2f})"
             )
     return out
 

@@ -448,18 +448,19 @@ def test_run_plan_skips_finished_steps(tmp_path, capsys):
     assert [(r["seed"], r["AP"]) for r in rows] == [(0, 1)]
 
 
-def test_low_label_summary_mean_std_and_lead():
+def test_low_label_summary_mean_std_and_lead(capsys):
     rows = [
         {"init": arm, "split": split, "seed": seed, "AP": ap, "AP50": ap + 10}
         for arm, split, aps in (
             ("P", "10pct", (10.0, 12.0, 14.0)),
+            ("Q", "10pct", (1.0, 1.5, 2.0)),
             ("R", "10pct", (5.0, 5.0, 8.0)),
             ("P", "100pct", (20.0, 21.0, 22.0)),
             ("R", "100pct", (19.0, 22.0, 25.0)),
         )
         for seed, ap in enumerate(aps)
     ]
-    out = demo_runs.low_label_summary(rows, ["P"], "R")
+    out = demo_runs.low_label_summary(rows, ["P", "Q"], "R")
     assert out["table"]["10pct"]["P"]["AP"] == pytest.approx([12.0, 2.0])
     assert out["table"]["10pct"]["R"]["AP"] == pytest.approx([6.0, 3**0.5])
     assert out["table"]["10pct"]["P"]["seeds"] == [0, 1, 2]
@@ -467,6 +468,13 @@ def test_low_label_summary_mean_std_and_lead():
     assert out["lead"]["10pct"]["P"]["beyond_1_std"]
     assert out["lead"]["100pct"]["P"]["AP"] == pytest.approx(-1.0)
     assert not out["lead"]["100pct"]["P"]["beyond_1_std"]
+    assert not out["lead"]["100pct"]["P"]["behind_1_std"]  # -1 against a std of 3: within
+    assert not out["lead"]["10pct"]["P"]["behind_1_std"]
+    q = out["lead"]["10pct"]["Q"]  # -4.5 against a std of 3 ** 0.5
+    assert q["AP"] == pytest.approx(-4.5) and q["behind_1_std"] and not q["beyond_1_std"]
+    printed = capsys.readouterr().out
+    assert "Q - R: AP -4.50, AP50 -4.50 (behind by more than one seed std, 1.73)" in printed
+    assert "P - R: AP -1.00, AP50 -1.00 (within one seed std, 3.00)" in printed
 
 
 def test_schedule_overrides_scale_warmup():
