@@ -306,19 +306,27 @@ def schedule_overrides(config: str, max_iter: int) -> tuple[int, tuple[str, ...]
 
 
 def finetune_rows(steps) -> list[dict]:
-    """{"init", "split", "seed", "AP", "AP50", "dir"} of every finished fine-tuning step."""
+    """{"init", "split", "seed", "AP", "AP50", "dir", "no_predictions"} of every finished
+    fine-tuning step.
+
+    detectron2's COCOEvaluator reports NaN for every metric when the model made no detection
+    above its test score threshold ("No predictions from the model!"). Such a run found no
+    object, so it counts as 0 AP and 0 AP50 here, marked ``no_predictions``; leaving the NaN
+    would make its arm's mean NaN."""
     rows = []
     for step in steps:
         if step.kind == "finetune" and step.done():
             bbox = read_eval_results(step.out)["bbox"]
+            empty = math.isnan(bbox["AP"])
             rows.append(
                 {
                     "init": step.arm,
                     "split": step.split,
                     "seed": step.seed,
-                    "AP": bbox["AP"],
-                    "AP50": bbox["AP50"],
+                    "AP": 0.0 if empty else bbox["AP"],
+                    "AP50": 0.0 if empty else bbox["AP50"],
                     "dir": step.out,
+                    "no_predictions": empty,
                 }
             )
     return rows
@@ -351,6 +359,8 @@ def low_label_summary(rows: list[dict], pretrained, control: str) -> dict:
     table: dict = {}
     for r in rows:
         table.setdefault(r["split"], {}).setdefault(r["init"], []).append(r)
+        if r.get("no_predictions"):
+            print(f"{r['split']} {r['init']} seed {r['seed']}: no detection, counted as 0 AP")
     out = {"table": {}, "lead": {}}
     w = max([len(a) for a in (*pretrained, control)] + [4])
     print(f"\n{'split':<7} {'init':<{w}} {'seeds':>5} {'AP (mean +- std)':>18} {'AP50':>16}")

@@ -448,6 +448,26 @@ def test_run_plan_skips_finished_steps(tmp_path, capsys):
     assert [(r["seed"], r["AP"]) for r in rows] == [(0, 1)]
 
 
+def test_a_run_without_detections_counts_as_zero_ap(tmp_path, capsys):
+    # detectron2's COCOEvaluator writes NaN for every metric when the model detected nothing
+    steps = []
+    for seed, ap in enumerate((4.0, float("nan"), 8.0)):
+        out = tmp_path / f"s{seed}"
+        os.makedirs(out)
+        metrics = {"AP": ap, "AP50": ap * 2}  # json writes NaN as NaN, as detectron2's does
+        (out / "eval_results.json").write_text(json.dumps({"bbox": metrics}))
+        steps.append(demo_runs.Step("finetune", str(out), arm="P", split="10pct", seed=seed))
+    rows = demo_runs.finetune_rows(steps)
+    assert [(r["AP"], r["AP50"], r["no_predictions"]) for r in rows] == [
+        (4.0, 8.0, False),
+        (0.0, 0.0, True),
+        (8.0, 16.0, False),
+    ]
+    out = demo_runs.low_label_summary(rows, [], "P")
+    assert out["table"]["10pct"]["P"]["AP"] == pytest.approx([4.0, 4.0])
+    assert "10pct P seed 1: no detection, counted as 0 AP" in capsys.readouterr().out
+
+
 def test_low_label_summary_mean_std_and_lead(capsys):
     rows = [
         {"init": arm, "split": split, "seed": seed, "AP": ap, "AP50": ap + 10}
