@@ -40,6 +40,11 @@ R50_FINETUNE = {
 }
 
 
+def _pretrain_model_r50(kind):
+    """The built AlignDet model of the authors' R-50 pretraining recipe for ``kind``."""
+    return instantiate(load_config(R50_PRETRAIN[kind]).model)
+
+
 # ------------------------------------------------------------------------------- R-CNN samplers
 
 
@@ -170,29 +175,24 @@ def test_dense_demo_configs_sample_the_authors_fraction_of_positions(
     # the fraction of positions sampled at the demo's mean view (192 x 256, short side 176-208
     # of the 320 x 240 demo images) is the fraction the R-50 recipe samples at its mean scale
     # (720 x 960: a 640 x 480 COCO image at short side 720, the six scales' mean).
-    torch.manual_seed(0)
-    demo = instantiate(load_config(PRETRAIN[kind]).model).online
+    demo = _pretrain_model(kind).online
     recipe = _pretrain_model_r50(kind).online
     assert recipe.num_samples == 2048 and demo.sample_scope == recipe.sample_scope
+    n = _positions_per_image(demo, 192, 256)
 
-    def fraction(model, batch, hw):
+    def fraction(model, batch, positions):
         images = batch if model.sample_scope == "batch" else 1
-        return model.num_samples / (_positions_per_image(model, *hw) * images)
+        return model.num_samples / (positions * images)
 
-    demo_fraction = fraction(demo, demo_batch, (192, 256))
-    recipe_fraction = fraction(recipe, recipe_batch, (720, 960))
+    demo_fraction = fraction(demo, demo_batch, n)
+    recipe_fraction = fraction(recipe, recipe_batch, _positions_per_image(recipe, 720, 960))
     assert 0.8 < demo_fraction / recipe_fraction < 1.2, (demo_fraction, recipe_fraction)
     # the drawn mask holds that many positions on a demo-sized batch
-    n = _positions_per_image(demo, 192, 256)
     matched = torch.full((demo_batch, n), -1)
     matched[:, : n // 2] = 0  # more positives than samples: positives only
     drawn = demo.sample_positions(matched)
     per_draw = demo.num_samples * (1 if demo.sample_scope == "batch" else demo_batch)
     assert int(drawn.sum()) == per_draw and not drawn[:, n // 2 :].any()
-
-
-def _pretrain_model_r50(kind):
-    return instantiate(load_config(R50_PRETRAIN[kind]).model)
 
 
 @pytest.mark.parametrize("kind", ["retinanet", "fcos"])
